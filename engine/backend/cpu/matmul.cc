@@ -1,0 +1,163 @@
+#include "engine/backend/cpu/matmul.h"
+
+#include <algorithm>
+#include <cstring>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+namespace moeserve {
+namespace {
+
+// Tokens sharing one pass over a weight row: each row is loaded once for up to this many.
+constexpr int kTokenBlock = 4;
+
+// ---- portable kernels ------------------------------------------------------------------
+
+inline float LoadWeight(const float* w, int64_t i) { return w[i]; }
+inline float LoadWeight(const uint16_t* w, int64_t i) { return Bf16ToF32(w[i]); }
+
+template <typename W>
+void RowPortable(const W* w, int64_t n, const float* const* xs, int nt, float* out) {
+  for (int t = 0; t < nt; ++t) {
+    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+      for (int j = 0; j < 8; ++j) acc[j] += LoadWeight(w, i + j) * xs[t][i + j];
+    }
+    float s = 0;
+    for (; i < n; ++i) s += LoadWeight(w, i) * xs[t][i];
+    for (int j = 0; j < 8; ++j) s += acc[j];
+    out[t] = s;
+  }
+}
+
+// ---- AVX2 + FMA kernels ----------------------------------------------------------------
+#if defined(__x86_64__)
+
+__attribute__((target("avx2,fma"))) inline float HorizontalSum(__m256 v) {
+  __m128 lo = _mm256_castps256_ps128(v);
+  __m128 hi = _mm256_extractf128_ps(v, 1);
+  lo = _mm_add_ps(lo, hi);
+  __m128 shuf = _mm_movehdup_ps(lo);
+  __m128 sums = _mm_add_ps(lo, shuf);
+  shuf = _mm_movehl_ps(shuf, sums);
+  return _mm_cvtss_f32(_mm_add_ss(sums, shuf));
+}
+
+__attribute__((target("avx2,fma"))) inline __m256 Load8(const float* w) { return _mm256_loadu_ps(w); }
+__attribute__((target("avx2,fma"))) inline __m256 Load8(const uint16_t* w) {
+  const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(raw), 16));
+}
+
+template <typename W>
+__attribute__((target("avx2,fma"))) void RowAvx2(const W* w, int64_t n, const float* const* xs, int nt,
+                                                 float* out) {
+  const int64_t n8 = n & ~int64_t{7};
+  if (nt == 1) {
+    // One token: two accumulators hide the FMA latency.
+    const float* x = xs[0];
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= n8; i += 16) {
+      a0 = _mm256_fmadd_ps(Load8(w + i), _mm256_loadu_ps(x + i), a0);
+      a1 = _mm256_fmadd_ps(Load8(w + i + 8), _mm256_loadu_ps(x + i + 8), a1);
+    }
+    for (; i < n8; i += 8) a0 = _mm256_fmadd_ps(Load8(w + i), _mm256_loadu_ps(x + i), a0);
+    float s = HorizontalSum(_mm256_add_ps(a0, a1));
+    for (; i < n; ++i) s += LoadWeight(w, i) * x[i];
+    out[0] = s;
+    return;
+  }
+  __m256 acc[kTokenBlock];
+  for (int t = 0; t < nt; ++t) acc[t] = _mm256_setzero_ps();
+  for (int64_t i = 0; i < n8; i += 8) {
+    const __m256 wv = Load8(w + i);
+    for (int t = 0; t < nt; ++t) acc[t] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xs[t] + i), acc[t]);
+  }
+  for (int t = 0; t < nt; ++t) {
+    float s = HorizontalSum(acc[t]);
+    for (int64_t i = n8; i < n; ++i) s += LoadWeight(w, i) * xs[t][i];
+    out[t] = s;
+  }
+}
+
+bool HasAvx2Fma() {
+  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return has;
+}
+#else
+bool HasAvx2Fma() { return false; }
+#endif
+
+template <typename W>
+void MatMulRowsTyped(const WeightMatrix& m, const float* x, int64_t x_stride, int64_t num_tokens,
+                     float* y, int64_t y_stride, const int32_t* y_rows, int64_t r0, int64_t r1,
+                     bool accumulate) {
+  const bool avx2 = HasAvx2Fma();
+  const float* xs[kTokenBlock];
+  float out[kTokenBlock];
+  for (int64_t t0 = 0; t0 < num_tokens; t0 += kTokenBlock) {
+    const int nt = static_cast<int>(std::min<int64_t>(kTokenBlock, num_tokens - t0));
+    for (int t = 0; t < nt; ++t) xs[t] = x + (t0 + t) * x_stride;
+    for (int64_t r = r0; r < r1; ++r) {
+      const W* w = reinterpret_cast<const W*>(m.RowPtr(r));
+#if defined(__x86_64__)
+      if (avx2) {
+        RowAvx2(w, m.cols, xs, nt, out);
+      } else {
+        RowPortable(w, m.cols, xs, nt, out);
+      }
+#else
+      (void)avx2;
+      RowPortable(w, m.cols, xs, nt, out);
+#endif
+      for (int t = 0; t < nt; ++t) {
+        const int64_t row = y_rows != nullptr ? y_rows[t0 + t] : t0 + t;
+        float& dst = y[row * y_stride + r];
+        dst = accumulate ? dst + out[t] : out[t];
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void MatMulRows(const WeightMatrix& w, const float* x, int64_t x_stride, int64_t num_tokens,
+                float* y, int64_t y_stride, int64_t r0, int64_t r1, bool accumulate) {
+  if (w.dtype == DType::kF32) {
+    MatMulRowsTyped<float>(w, x, x_stride, num_tokens, y, y_stride, nullptr, r0, r1, accumulate);
+  } else {
+    MatMulRowsTyped<uint16_t>(w, x, x_stride, num_tokens, y, y_stride, nullptr, r0, r1, accumulate);
+  }
+}
+
+void MatMulRowsScatterAdd(const WeightMatrix& w, const float* x, int64_t x_stride, int64_t num_tokens,
+                          float* y, int64_t y_stride, const int32_t* y_rows, int64_t r0, int64_t r1) {
+  if (w.dtype == DType::kF32) {
+    MatMulRowsTyped<float>(w, x, x_stride, num_tokens, y, y_stride, y_rows, r0, r1, true);
+  } else {
+    MatMulRowsTyped<uint16_t>(w, x, x_stride, num_tokens, y, y_stride, y_rows, r0, r1, true);
+  }
+}
+
+void ParallelMatMul(ThreadPool& pool, std::span<const MatMulJob> jobs, int64_t num_tokens) {
+  int64_t total_rows = 0;
+  for (const MatMulJob& j : jobs) total_rows += j.w->rows;
+  pool.ParallelFor(total_rows, [&](int64_t begin, int64_t end) {
+    int64_t base = 0;
+    for (const MatMulJob& j : jobs) {
+      const int64_t lo = std::max(begin, base), hi = std::min(end, base + j.w->rows);
+      if (lo < hi) {
+        MatMulRows(*j.w, j.x, j.x_stride, num_tokens, j.y, j.y_stride, lo - base, hi - base, j.accumulate);
+      }
+      base += j.w->rows;
+    }
+  });
+}
+
+const char* MatMulKernelName() { return HasAvx2Fma() ? "avx2-fma" : "portable"; }
+
+}  // namespace moeserve

@@ -1,0 +1,54 @@
+// A fixed pool of worker threads running fork/join parallel loops. The calling thread takes
+// part, so a pool of N threads starts N-1 workers. Workers spin briefly before sleeping,
+// because decode steps issue hundreds of short loops per token.
+//
+// Thread-safety: ParallelFor must be called from one thread at a time (the serving loop).
+#ifndef MOESERVE_ENGINE_BACKEND_CPU_THREAD_POOL_H_
+#define MOESERVE_ENGINE_BACKEND_CPU_THREAD_POOL_H_
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace moeserve {
+
+class ThreadPool {
+ public:
+  // `num_threads` <= 0 means the number of hardware threads.
+  explicit ThreadPool(int num_threads);
+  ~ThreadPool();
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+
+  int num_threads() const { return num_threads_; }
+
+  // Calls fn(begin, end) on disjoint contiguous ranges covering [0, n), one per thread, and
+  // returns when all are done.
+  void ParallelFor(int64_t n, const std::function<void(int64_t, int64_t)>& fn);
+
+  // As ParallelFor, and also passes the index (< num_threads) of the thread running the range,
+  // for per-thread workspaces.
+  void ParallelForIndexed(int64_t n, const std::function<void(int, int64_t, int64_t)>& fn);
+
+ private:
+  void WorkerLoop(int index);
+  void RunShare(int index);
+
+  int num_threads_;
+  std::vector<std::thread> workers_;
+  std::mutex mu_;
+  std::condition_variable wake_;
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<int> pending_{0};
+  std::atomic<bool> stop_{false};
+  const std::function<void(int, int64_t, int64_t)>* task_ = nullptr;
+  int64_t task_size_ = 0;
+};
+
+}  // namespace moeserve
+
+#endif  // MOESERVE_ENGINE_BACKEND_CPU_THREAD_POOL_H_

@@ -1,0 +1,51 @@
+// Element types of checkpoint tensors and of compute weights, and conversions between them.
+#ifndef MOESERVE_ENGINE_DTYPE_H_
+#define MOESERVE_ENGINE_DTYPE_H_
+
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include "absl/strings/string_view.h"
+
+#include "absl/status/statusor.h"
+
+namespace moeserve {
+
+enum class DType { kF32, kBF16, kF16 };
+
+// Bytes per element.
+inline int64_t DTypeSize(DType t) { return t == DType::kF32 ? 4 : 2; }
+
+// "F32", "BF16", "F16" (safetensors spelling).
+absl::string_view DTypeName(DType t);
+
+// Parses the safetensors spelling; error names the offending string.
+absl::StatusOr<DType> ParseSafetensorsDType(absl::string_view name);
+
+// Parses "f32" / "bf16" (the --dtype / config spelling of compute dtypes).
+absl::StatusOr<DType> ParseComputeDType(absl::string_view name);
+
+inline float Bf16ToF32(uint16_t v) {
+  uint32_t bits = static_cast<uint32_t>(v) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+// Round-to-nearest-even; NaN stays NaN.
+inline uint16_t F32ToBf16(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, sizeof bits);
+  if ((bits & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((bits >> 16) | 0x40);
+  bits += 0x7fffu + ((bits >> 16) & 1u);
+  return static_cast<uint16_t>(bits >> 16);
+}
+
+float F16ToF32(uint16_t v);
+
+// Converts n elements of `src` (type `from`, any alignment) to float32.
+void ConvertToF32(DType from, const void* src, int64_t n, float* dst);
+
+}  // namespace moeserve
+
+#endif  // MOESERVE_ENGINE_DTYPE_H_

@@ -1,0 +1,80 @@
+// The CPU engine: one batched forward pass per call over a paged KV cache (spec deco.md §3).
+// Owns the model weights, the thread pool and every workspace, so a step allocates nothing
+// once the workspaces have grown to the largest batch seen.
+//
+// Thread-safety: not thread-safe; the serving loop (or the CLI) is its only caller.
+#ifndef MOESERVE_ENGINE_ENGINE_H_
+#define MOESERVE_ENGINE_ENGINE_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/attention.h"
+#include "engine/backend/cpu/thread_pool.h"
+#include "engine/forward_batch.h"
+#include "engine/kv_cache.h"
+#include "engine/model_weights.h"
+#include "engine/moe/expert_executor.h"
+
+namespace moeserve {
+
+struct EngineOptions {
+  std::string model_dir;
+  DType compute_dtype = DType::kF32;
+  int num_threads = 0;         // 0 = all hardware threads
+  int kv_block_size = 16;
+  int64_t kv_num_blocks = 0;   // KV cache capacity in blocks
+  bool dense_experts = false;  // debug: evaluate every expert (zero weight when not routed)
+};
+
+// Called once per MoE layer and step with the routing of every token of the batch.
+using RoutingObserver = std::function<void(int layer, const Routing& routing)>;
+
+class Engine {
+ public:
+  static absl::StatusOr<std::unique_ptr<Engine>> Create(const EngineOptions& options);
+
+  // Runs one step. Validates token ids, positions and block tables first; on error nothing is
+  // written to the cache.
+  absl::Status Forward(const ForwardBatch& batch, ForwardOutput* out);
+
+  void set_routing_observer(RoutingObserver observer) { routing_observer_ = std::move(observer); }
+
+  const ModelWeights& weights() const { return *weights_; }
+  const ModelConfig& config() const { return weights_->config; }
+  int64_t vocab_size() const { return weights_->vocab_size; }
+  int64_t max_context() const { return weights_->config.max_position_embeddings; }
+  const KvCacheShape& kv_shape() const { return cache_->shape(); }
+  int num_threads() const { return pool_->num_threads(); }
+
+ private:
+  Engine() = default;
+  absl::Status Validate(const ForwardBatch& batch) const;
+  void RunLayer(int layer_index, int64_t T);
+  void RunMoe(int layer_index, int64_t T);
+  void SwiGlu(const SwiGluWeights& w, int64_t T, float* y);
+
+  EngineOptions options_;
+  std::unique_ptr<ModelWeights> weights_;
+  std::unique_ptr<ThreadPool> pool_;
+  std::unique_ptr<KvCache> cache_;
+  std::unique_ptr<RopeTable> rope_;
+  std::unique_ptr<PagedAttention> attention_;
+  std::unique_ptr<ExpertExecutor> experts_;
+  RoutingObserver routing_observer_;
+
+  // Workspaces [T, ...], grown on demand.
+  std::vector<TokenPlacement> placement_;
+  std::vector<float> x_, normed_, q_, k_, v_, attn_, ffn_gate_, ffn_up_, router_logits_;
+  std::vector<int32_t>* active_counts_ = nullptr;
+  Routing routing_, dense_routing_;
+  RouterScratch router_scratch_;
+};
+
+}  // namespace moeserve
+
+#endif  // MOESERVE_ENGINE_ENGINE_H_

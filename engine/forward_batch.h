@@ -1,0 +1,38 @@
+// What the engine is asked to compute in one step, and what it returns. Plain values: the
+// scheduler builds a ForwardBatch without knowing anything about tensors.
+#ifndef MOESERVE_ENGINE_FORWARD_BATCH_H_
+#define MOESERVE_ENGINE_FORWARD_BATCH_H_
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+namespace moeserve {
+
+enum class LogitsMode { kNone, kLast, kAll };
+
+// One sequence's tokens in this step (a prefill chunk, or one decode token).
+struct SequenceChunk {
+  std::span<const int32_t> tokens;
+  int32_t start_position = 0;             // absolute position of tokens[0] in the sequence
+  std::span<const int32_t> block_table;   // KV blocks covering positions [0, start + size)
+  LogitsMode logits = LogitsMode::kLast;
+};
+
+struct ForwardBatch {
+  std::vector<SequenceChunk> chunks;
+};
+
+struct ForwardOutput {
+  int64_t vocab_size = 0;
+  std::vector<float> logits;                // [rows, vocab], rows in chunk order
+  std::vector<int32_t> chunk_logits_begin;  // first logits row of each chunk (size chunks + 1)
+  // |A| per token for every layer: [num_layers][tokens], 0 for dense layers. Feeds MoeStats.
+  std::vector<int32_t> active_counts;
+
+  const float* Logits(int64_t row) const { return logits.data() + row * vocab_size; }
+};
+
+}  // namespace moeserve
+
+#endif  // MOESERVE_ENGINE_FORWARD_BATCH_H_

@@ -1,0 +1,286 @@
+#include "engine/model_weights.h"
+
+#include <cstring>
+#include <filesystem>
+#include <set>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "engine/status_macros.h"
+
+namespace moeserve {
+namespace {
+
+std::string LayerName(int64_t i, const std::string& suffix) {
+  return absl::StrCat("model.layers.", i, ".", suffix);
+}
+
+// Turns checkpoint tensors into compute weights, owning whatever had to be converted.
+class WeightBuilder {
+ public:
+  WeightBuilder(TensorStore& store, DType dtype, ModelWeights& out) : store_(store), dtype_(dtype), out_(out) {}
+
+  // A 2-D compute matrix [rows, cols] from a tensor of exactly `shape`.
+  absl::StatusOr<WeightMatrix> Matrix(const std::string& name, const std::vector<int64_t>& shape, int64_t rows,
+                                      int64_t cols) {
+    ASSIGN_OR_RETURN(const TensorView* t, store_.Take(name, shape));
+    return Convert(*t, dtype_, rows, cols);
+  }
+  absl::StatusOr<WeightMatrix> MatrixF32(const std::string& name, const std::vector<int64_t>& shape, int64_t rows,
+                                         int64_t cols) {
+    ASSIGN_OR_RETURN(const TensorView* t, store_.Take(name, shape));
+    return Convert(*t, DType::kF32, rows, cols);
+  }
+  absl::StatusOr<std::vector<float>> Vector(const std::string& name, const std::vector<int64_t>& shape) {
+    ASSIGN_OR_RETURN(const TensorView* t, store_.Take(name, shape));
+    std::vector<float> v(t->NumElements());
+    ConvertToF32(t->dtype, t->data, t->NumElements(), v.data());
+    return v;
+  }
+
+ private:
+  WeightMatrix Convert(const TensorView& t, DType to, int64_t rows, int64_t cols) {
+    const int64_t n = rows * cols;
+    const bool aligned = reinterpret_cast<uintptr_t>(t.data) % DTypeSize(to) == 0;
+    if (t.dtype == to && aligned) return WeightMatrix{to, rows, cols, cols, t.data};  // mmapped, no copy
+    auto buffer = std::make_unique<unsigned char[]>(n * DTypeSize(to));
+    if (to == DType::kF32) {
+      ConvertToF32(t.dtype, t.data, n, reinterpret_cast<float*>(buffer.get()));
+    } else if (t.dtype == DType::kBF16) {
+      std::memcpy(buffer.get(), t.data, n * 2);  // only misaligned
+    } else {
+      auto* dst = reinterpret_cast<uint16_t*>(buffer.get());
+      std::vector<float> row(cols);
+      for (int64_t r = 0; r < rows; ++r) {
+        ConvertToF32(t.dtype, t.data + r * cols * DTypeSize(t.dtype), cols, row.data());
+        for (int64_t c = 0; c < cols; ++c) dst[r * cols + c] = F32ToBf16(row[c]);
+      }
+    }
+    WeightMatrix m{to, rows, cols, cols, buffer.get()};
+    out_.buffers.push_back(std::move(buffer));
+    return m;
+  }
+
+  TensorStore& store_;
+  DType dtype_;
+  ModelWeights& out_;
+};
+
+// Column means of a matrix (ū of spec §3.3: mean over all rows, per input column).
+std::vector<float> RowMean(const WeightMatrix& w) {
+  std::vector<double> acc(w.cols, 0.0);
+  std::vector<float> row(w.cols);
+  for (int64_t r = 0; r < w.rows; ++r) {
+    ConvertToF32(w.dtype, w.RowPtr(r), w.cols, row.data());
+    for (int64_t c = 0; c < w.cols; ++c) acc[c] += row[c];
+  }
+  std::vector<float> mean(w.cols);
+  for (int64_t c = 0; c < w.cols; ++c) mean[c] = static_cast<float>(acc[c] / w.rows);
+  return mean;
+}
+
+absl::Status ConflictError(const TensorView& t, const KeyedValue& kv, const std::string& implied) {
+  return absl::InvalidArgumentError(absl::StrCat("config.json: ", kv.Describe(), " conflicts with tensor \"",
+                                                 t.name, "\" of shape ", t.ShapeString(), " in ", t.file,
+                                                 ", which implies ", implied));
+}
+
+// Checks the config's dimensions against the tensors before loading them, so that a stale
+// or wrong key is reported by name rather than as a bare shape mismatch.
+absl::Status CheckConfigAgainstTensors(const ModelConfig& c, const TensorStore& store) {
+  const TensorView* embed = store.Find("model.embed_tokens.weight");
+  if (embed == nullptr) {
+    return absl::NotFoundError(absl::StrCat(store.description(), ": missing tensor \"model.embed_tokens.weight\""));
+  }
+  if (embed->shape.size() != 2) {
+    return absl::InvalidArgumentError(absl::StrCat(embed->file, ": tensor \"model.embed_tokens.weight\" has shape ",
+                                                   embed->ShapeString(), ", expected [vocab, hidden]"));
+  }
+  if (embed->shape[1] != c.hidden_size.value) {
+    return ConflictError(*embed, c.hidden_size, absl::StrCat("hidden_size=", embed->shape[1]));
+  }
+  // Layer count: the highest layer index present in the tensors.
+  int64_t max_layer = -1;
+  for (const auto& [name, view] : store.tensors()) {
+    std::vector<std::string> parts = absl::StrSplit(name, '.');
+    int64_t index;
+    if (parts.size() > 3 && parts[0] == "model" && parts[1] == "layers" && absl::SimpleAtoi(parts[2], &index)) {
+      max_layer = std::max(max_layer, index);
+    }
+  }
+  if (max_layer + 1 != c.num_layers.value) {
+    return absl::InvalidArgumentError(absl::StrCat("config.json: ", c.num_layers.Describe(),
+                                                   " conflicts with the tensors, which hold layers 0..", max_layer,
+                                                   " (", max_layer + 1, " layers) in ", store.description()));
+  }
+  const TensorView* k = store.Find(LayerName(0, "self_attn.k_proj.weight"));
+  if (k != nullptr && k->shape.size() == 2 && k->shape[0] != c.num_kv_groups.value * c.head_dim) {
+    return ConflictError(*k, c.num_kv_groups,
+                         absl::StrCat(k->shape[0] / c.head_dim, " KV groups of head dim ", c.head_dim));
+  }
+  for (int64_t i = 0; i < c.num_layers.value; ++i) {
+    if (c.IsMoeLayer(i)) continue;
+    const TensorView* gate = store.Find(LayerName(i, "mlp.gate_proj.weight"));
+    if (gate == nullptr || gate->shape.size() != 2) break;  // reported as missing/shape later
+    if (!c.ffn_hidden_size) {
+      return absl::InvalidArgumentError(absl::StrCat("config.json: layer ", i,
+                                                     " is dense but neither ffn_hidden_size nor intermediate_size is set"));
+    }
+    if (gate->shape[0] != c.ffn_hidden_size->value) {
+      return ConflictError(*gate, *c.ffn_hidden_size, absl::StrCat("ffn_hidden_size=", gate->shape[0]));
+    }
+    break;
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<SwiGluWeights> LoadSwiGlu(WeightBuilder& b, const std::string& prefix, int64_t width, int64_t H) {
+  SwiGluWeights w;
+  ASSIGN_OR_RETURN(w.gate, b.Matrix(prefix + "gate_proj.weight", {width, H}, width, H));
+  ASSIGN_OR_RETURN(w.up, b.Matrix(prefix + "up_proj.weight", {width, H}, width, H));
+  ASSIGN_OR_RETURN(w.down, b.Matrix(prefix + "down_proj.weight", {H, width}, H, width));
+  return w;
+}
+
+absl::Status LoadMoeLayer(WeightBuilder& b, const ModelConfig& c, int64_t i, MoeLayerWeights& moe) {
+  const int64_t H = c.hidden_size.value, E = c.num_experts, d = c.expert_width;
+  RouterSpec& spec = moe.router_spec;
+  spec.kind = c.router;
+  spec.num_experts = static_cast<int>(E);
+  spec.epsilon = c.norm_epsilon;
+  spec.bias_apply = c.bias_apply;
+  ExpertBank& bank = moe.experts;
+  bank.num_experts = static_cast<int>(E);
+  bank.width = d;
+  bank.hidden = H;
+  bank.epsilon = c.norm_epsilon;
+  if (c.use_blockffn) {
+    ASSIGN_OR_RETURN(moe.router_weight, b.MatrixF32(LayerName(i, "mlp.moe_router.weight"), {E, H}, E, H));
+    spec.norm = c.router_norm;
+    if (c.router_norm_fixed) {
+      spec.norm_weight = {c.router_norm_init_var};
+    } else {
+      const int64_t n = c.router_norm_scalar ? 1 : E;
+      ASSIGN_OR_RETURN(spec.norm_weight, b.Vector(LayerName(i, "mlp.router_norm.weight"), {n}));
+    }
+    if (c.expert_bias) {
+      ASSIGN_OR_RETURN(spec.expert_bias, b.Vector(LayerName(i, "mlp.expert_bias"), {E}));
+    }
+    ASSIGN_OR_RETURN(bank.up, b.Matrix(LayerName(i, "mlp.expert_up_proj.weight"), {E * d, H}, E * d, H));
+    if (c.experts_gated) {
+      ASSIGN_OR_RETURN(bank.gate, b.Matrix(LayerName(i, "mlp.expert_gate_proj.weight"), {E * d, H}, E * d, H));
+    }
+    ASSIGN_OR_RETURN(bank.down, b.Matrix(LayerName(i, "mlp.expert_down_proj.weight"), {H, E * d}, H, E * d));
+    bank.down_stacked = false;
+    bank.act = c.expert_act;
+    if (c.expert_act == ExpertAct::kNormSilu || c.expert_act == ExpertAct::kNormSiluNoMean) {
+      ASSIGN_OR_RETURN(bank.act_norm_weight, b.Vector(LayerName(i, "mlp.expert_act.rms_norm.weight"), {d}));
+    }
+    if (bank.NeedsMean()) bank.mean_vector = RowMean(bank.gated() ? bank.gate : bank.up);
+  } else {
+    ASSIGN_OR_RETURN(moe.router_weight, b.MatrixF32(LayerName(i, "mlp.router.weight"), {E, H}, E, H));
+    spec.topk = static_cast<int>(c.topk);
+    spec.score_function = c.score_function;
+    spec.pre_softmax = c.pre_softmax;
+    spec.scaling_factor = c.topk_scaling_factor;
+    spec.topp = c.topp;
+    spec.clamp_ratio = c.clamp_act_ratio;
+    if (c.router == RouterKind::kTopK && c.expert_bias) {
+      ASSIGN_OR_RETURN(spec.expert_bias, b.Vector(LayerName(i, "mlp.router.expert_bias"), {E}));
+    }
+    ASSIGN_OR_RETURN(bank.up, b.Matrix(LayerName(i, "mlp.experts.up_proj.weight"), {E, d, H}, E * d, H));
+    if (c.experts_gated) {
+      ASSIGN_OR_RETURN(bank.gate, b.Matrix(LayerName(i, "mlp.experts.gate_proj.weight"), {E, d, H}, E * d, H));
+    }
+    ASSIGN_OR_RETURN(bank.down, b.Matrix(LayerName(i, "mlp.experts.down_proj.weight"), {E, H, d}, E * H, d));
+    bank.down_stacked = true;
+    bank.act = ExpertAct::kSilu;
+  }
+  if (c.shared_width > 0) {
+    ASSIGN_OR_RETURN(moe.shared, LoadSwiGlu(b, LayerName(i, "mlp.shared_experts."), c.shared_width, H));
+  }
+  moe.router = MakeRouter(spec);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+int64_t ModelWeights::TotalParameters() const {
+  int64_t n = embed.rows * embed.cols + (tied_head ? 0 : head.rows * head.cols) + final_norm.size();
+  for (const LayerWeights& l : layers) {
+    n += l.input_norm.size() + l.post_attention_norm.size();
+    for (const WeightMatrix* w : {&l.q, &l.k, &l.v, &l.o}) n += w->rows * w->cols;
+    if (!l.is_moe) {
+      for (const WeightMatrix* w : {&l.dense.gate, &l.dense.up, &l.dense.down}) n += w->rows * w->cols;
+      continue;
+    }
+    const MoeLayerWeights& m = l.moe;
+    n += m.router_weight.rows * m.router_weight.cols + m.router_spec.expert_bias.size() +
+         m.experts.act_norm_weight.size();
+    if (m.router_spec.kind == RouterKind::kDecoRelu && m.router_spec.norm_weight.size() > 1) {
+      n += m.router_spec.norm_weight.size();
+    }
+    for (const WeightMatrix* w : {&m.experts.up, &m.experts.gate, &m.experts.down}) n += w->rows * w->cols;
+    if (m.shared) {
+      for (const WeightMatrix* w : {&m.shared->gate, &m.shared->up, &m.shared->down}) n += w->rows * w->cols;
+    }
+  }
+  return n;
+}
+
+absl::StatusOr<std::unique_ptr<ModelWeights>> LoadModelWeights(const std::string& dir, const LoadOptions& options) {
+  std::error_code ec;
+  if (!std::filesystem::is_directory(dir, ec)) {
+    return absl::NotFoundError(absl::StrCat(dir, ": model directory not found"));
+  }
+  auto w = std::make_unique<ModelWeights>();
+  ASSIGN_OR_RETURN(w->config, LoadModelConfig(dir));
+  ASSIGN_OR_RETURN(w->store, TensorStore::OpenDirectory(dir));
+  const ModelConfig& c = w->config;
+  RETURN_IF_ERROR(CheckConfigAgainstTensors(c, *w->store));
+  w->compute_dtype = options.compute_dtype;
+
+  const int64_t H = c.hidden_size.value, hd = c.head_dim;
+  const int64_t q_rows = c.num_heads.value * hd, kv_rows = c.num_kv_groups.value * hd;
+  w->vocab_size = w->store->Find("model.embed_tokens.weight")->shape[0];
+  const int64_t V = w->vocab_size;
+  if (c.vocab_size_key && *c.vocab_size_key != V) {
+    w->config.warnings.push_back(absl::StrCat("config.json: vocab_size=", *c.vocab_size_key,
+                                              " differs from the embedding's ", V, " rows; using ", V));
+  }
+  WeightBuilder b(*w->store, options.compute_dtype, *w);
+  ASSIGN_OR_RETURN(w->embed, b.Matrix("model.embed_tokens.weight", {V, H}, V, H));
+  w->tied_head = w->store->Find("lm_head.weight") == nullptr;
+  if (w->tied_head) {
+    w->head = w->embed;
+  } else {
+    ASSIGN_OR_RETURN(w->head, b.Matrix("lm_head.weight", {V, H}, V, H));
+  }
+  ASSIGN_OR_RETURN(w->final_norm, b.Vector("model.norm.weight", {H}));
+
+  w->layers.resize(c.num_layers.value);
+  for (int64_t i = 0; i < c.num_layers.value; ++i) {
+    LayerWeights& l = w->layers[i];
+    ASSIGN_OR_RETURN(l.input_norm, b.Vector(LayerName(i, "input_layernorm.weight"), {H}));
+    ASSIGN_OR_RETURN(l.post_attention_norm, b.Vector(LayerName(i, "post_attention_layernorm.weight"), {H}));
+    ASSIGN_OR_RETURN(l.q, b.Matrix(LayerName(i, "self_attn.q_proj.weight"), {q_rows, H}, q_rows, H));
+    ASSIGN_OR_RETURN(l.k, b.Matrix(LayerName(i, "self_attn.k_proj.weight"), {kv_rows, H}, kv_rows, H));
+    ASSIGN_OR_RETURN(l.v, b.Matrix(LayerName(i, "self_attn.v_proj.weight"), {kv_rows, H}, kv_rows, H));
+    ASSIGN_OR_RETURN(l.o, b.Matrix(LayerName(i, "self_attn.o_proj.weight"), {H, q_rows}, H, q_rows));
+    l.is_moe = c.IsMoeLayer(i);
+    if (l.is_moe) {
+      RETURN_IF_ERROR(LoadMoeLayer(b, c, i, l.moe));
+    } else {
+      if (!c.ffn_hidden_size) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("config.json: layer ", i, " is dense but ffn_hidden_size is not set"));
+      }
+      ASSIGN_OR_RETURN(l.dense, LoadSwiGlu(b, LayerName(i, "mlp."), c.ffn_hidden_size->value, H));
+    }
+  }
+  RETURN_IF_ERROR(w->store->CheckAllTaken());
+  return w;
+}
+
+}  // namespace moeserve

@@ -1,0 +1,125 @@
+#include "engine/moe/expert_executor.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "engine/backend/cpu/matmul.h"
+
+namespace moeserve {
+namespace {
+
+inline float Silu(float x) { return x / (1.0f + std::exp(-x)); }
+
+inline float Dot(const float* a, const float* b, int64_t n) {
+  double s = 0;
+  for (int64_t i = 0; i < n; ++i) s += double{a[i]} * b[i];
+  return static_cast<float>(s);
+}
+
+// Applies the expert activation to one token's block in place: v holds the activation input
+// (gate if gated, else up) and becomes act(v) ⊙ u (gated) or act(v). Then scales by weight.
+void Activate(const ExpertBank& bank, float mean, float* v, const float* u, float weight) {
+  const int64_t d = bank.width;
+  switch (bank.act) {
+    case ExpertAct::kNormSilu:
+    case ExpertAct::kNormSiluNoMean: {
+      const float shift = bank.act == ExpertAct::kNormSilu ? mean : 0.0f;
+      double sq = 0;
+      for (int64_t j = 0; j < d; ++j) {
+        v[j] -= shift;
+        sq += double{v[j]} * v[j];
+      }
+      const float inv = static_cast<float>(1.0 / std::sqrt(sq / d + bank.epsilon));
+      for (int64_t j = 0; j < d; ++j) v[j] = Silu(v[j] * inv * bank.act_norm_weight[j]);
+      break;
+    }
+    case ExpertAct::kNormSiluNorms:
+      for (int64_t j = 0; j < d; ++j) v[j] = Silu(v[j] - mean);
+      break;
+    case ExpertAct::kSilu:
+      for (int64_t j = 0; j < d; ++j) v[j] = Silu(v[j]);
+      break;
+  }
+  if (u != nullptr) {
+    for (int64_t j = 0; j < d; ++j) v[j] *= u[j];
+  }
+  for (int64_t j = 0; j < d; ++j) v[j] *= weight;
+}
+
+}  // namespace
+
+void ExpertExecutor::UpAndActivate(const ExpertBank& bank, const float* m, int e, int slot) {
+  const int64_t H = bank.hidden, d = bank.width;
+  const int32_t begin = expert_offsets_[e], n = expert_offsets_[e + 1] - begin;
+  ThreadBuffers& buf = thread_buffers_[slot];
+  buf.x.resize(static_cast<size_t>(n) * H);
+  buf.u.resize(static_cast<size_t>(n) * d);
+  for (int32_t i = 0; i < n; ++i) {
+    std::memcpy(&buf.x[i * H], m + entry_token_[begin + i] * H, H * sizeof(float));
+  }
+  float* h = &hidden_[static_cast<size_t>(begin) * d];
+  // The activation input lands directly in the hidden buffer, the other factor in u.
+  if (bank.gated()) {
+    MatMulRows(bank.Gate(e), buf.x.data(), H, n, h, d, 0, d, false);
+    MatMulRows(bank.Up(e), buf.x.data(), H, n, buf.u.data(), d, 0, d, false);
+  } else {
+    MatMulRows(bank.Up(e), buf.x.data(), H, n, h, d, 0, d, false);
+  }
+  for (int32_t i = 0; i < n; ++i) {
+    const int32_t token = entry_token_[begin + i];
+    const float mean = bank.NeedsMean() ? token_mean_[token] : 0.0f;
+    Activate(bank, mean, h + i * d, bank.gated() ? &buf.u[i * d] : nullptr, entry_weight_[begin + i]);
+  }
+}
+
+void ExpertExecutor::Run(const ExpertBank& bank, const float* m, int64_t num_tokens, const Routing& routing,
+                         float* y) {
+  const int E = bank.num_experts;
+  const int64_t H = bank.hidden, d = bank.width;
+  // Group entries by expert (counting sort; tokens stay in ascending order within a group).
+  expert_offsets_.assign(E + 1, 0);
+  for (int32_t e : routing.experts) ++expert_offsets_[e + 1];
+  for (int e = 0; e < E; ++e) expert_offsets_[e + 1] += expert_offsets_[e];
+  const size_t entries = routing.experts.size();
+  entry_token_.resize(entries);
+  entry_weight_.resize(entries);
+  std::vector<int32_t>& cursor = active_experts_;  // reused as the fill cursor first
+  cursor.assign(expert_offsets_.begin(), expert_offsets_.end() - 1);
+  for (int64_t t = 0; t < num_tokens; ++t) {
+    for (int32_t i = routing.offsets[t]; i < routing.offsets[t + 1]; ++i) {
+      const int32_t slot = cursor[routing.experts[i]]++;
+      entry_token_[slot] = static_cast<int32_t>(t);
+      entry_weight_[slot] = routing.weights[i];
+    }
+  }
+  active_experts_.clear();
+  for (int e = 0; e < E; ++e) {
+    if (expert_offsets_[e + 1] > expert_offsets_[e]) active_experts_.push_back(e);
+  }
+  if (active_experts_.empty()) return;
+
+  if (bank.NeedsMean()) {
+    token_mean_.resize(num_tokens);
+    for (int64_t t = 0; t < num_tokens; ++t) token_mean_[t] = Dot(bank.mean_vector.data(), m + t * H, H);
+  }
+  hidden_.resize(entries * d);
+  thread_buffers_.resize(pool_->num_threads());
+
+  // Up (and gate) projections with the activation: work split by expert.
+  const int64_t num_active = static_cast<int64_t>(active_experts_.size());
+  pool_->ParallelForIndexed(num_active, [&](int slot, int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) UpAndActivate(bank, m, active_experts_[i], slot);
+  });
+  // Down projection: work split by output row, so scatter-adds from different experts into
+  // the same token never race.
+  pool_->ParallelFor(H, [&](int64_t r0, int64_t r1) {
+    for (int32_t e : active_experts_) {
+      const int32_t begin = expert_offsets_[e], n = expert_offsets_[e + 1] - begin;
+      MatMulRowsScatterAdd(bank.Down(e), &hidden_[static_cast<size_t>(begin) * d], d, n, y, H,
+                           &entry_token_[begin], r0, r1);
+    }
+  });
+}
+
+}  // namespace moeserve

@@ -1,0 +1,47 @@
+// Expert-major execution of a routed MoE layer: tokens are grouped by expert, each active
+// expert's weights are read once for all tokens that chose it, inactive experts are never
+// touched, and results are scatter-added back to the tokens.
+//
+// Thread-safety: one executor per serving loop; Run uses the pool and reuses its workspaces.
+#ifndef MOESERVE_ENGINE_MOE_EXPERT_EXECUTOR_H_
+#define MOESERVE_ENGINE_MOE_EXPERT_EXECUTOR_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "engine/backend/cpu/thread_pool.h"
+#include "engine/moe/expert_bank.h"
+#include "engine/moe/routing.h"
+
+namespace moeserve {
+
+class ExpertExecutor {
+ public:
+  explicit ExpertExecutor(ThreadPool* pool) : pool_(pool) {}
+
+  // y[t, :] += Σ_{entries of t} weight · Expert_e(m[t, :]). m and y are [tokens, H].
+  void Run(const ExpertBank& bank, const float* m, int64_t num_tokens, const Routing& routing, float* y);
+
+  // Number of distinct experts evaluated by the last Run (the batch's expert union).
+  int last_union_size() const { return static_cast<int>(active_experts_.size()); }
+
+ private:
+  void UpAndActivate(const ExpertBank& bank, const float* m, int e, int thread_slot);
+
+  ThreadPool* pool_;
+  // Workspaces, grown on demand and then reused.
+  std::vector<int32_t> expert_offsets_;  // [E + 1] into the grouped entries
+  std::vector<int32_t> entry_token_;     // grouped by expert
+  std::vector<float> entry_weight_;
+  std::vector<int32_t> active_experts_;
+  std::vector<float> token_mean_;        // NormSiLU mean per token
+  std::vector<float> hidden_;            // [entries, d] scaled activations
+  struct ThreadBuffers {
+    std::vector<float> x, u, z;  // gathered inputs [n, H]; up and gate outputs [n, d]
+  };
+  std::vector<ThreadBuffers> thread_buffers_;
+};
+
+}  // namespace moeserve
+
+#endif  // MOESERVE_ENGINE_MOE_EXPERT_EXECUTOR_H_

@@ -1,0 +1,124 @@
+#!/usr/bin/python3
+"""One end-to-end engine test case (called from CTest).
+
+  run_case.py --engine PATH --workdir DIR --variant V [--set k=v ...] [--gen-dtype f32|bf16|f16]
+              [--engine-dtype f32|bf16] [--shards K] [--seed N] [--tokens N] [--tied]
+              [--check-chunks 1,3,7] [--check-dense]
+
+Generates a tiny checkpoint, picks deterministic random token ids (BOS 1 first), runs the
+numpy reference and the engine CLI
+  ENGINE --model DIR --token-ids ... --max-new-tokens 0 --dtype D --dump-logits F --dump-routing F
+         [--prefill-chunk N] [--dense-experts]
+and compares them (compare.py; fp32 bounds for an f32 engine — bf16/f16 weights upcast
+exactly — and bf16 bounds for a bf16 engine). Each --check-chunks value and --check-dense
+is compared engine-vs-engine against the plain run. Exit 0 only if everything passes.
+"""
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
+sys.path.insert(0, os.path.join(ROOT, "tools", "py"))
+sys.path.insert(0, HERE)
+import compare as cmp  # noqa: E402
+import safetensors_io as st  # noqa: E402
+
+PY = sys.executable
+
+
+def run(cmd, what, timeout):
+    print(f"[run_case] {what}: {' '.join(cmd)}", flush=True)
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        print(f"[run_case] FAIL: {what} timed out after {timeout}s")
+        return False
+    if r.returncode != 0:
+        print(f"[run_case] FAIL: {what} exited {r.returncode}\n{r.stdout[-3000:]}{r.stderr[-3000:]}")
+        return False
+    return True
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--engine", required=True)
+    ap.add_argument("--workdir", required=True)
+    ap.add_argument("--variant", default="deco")
+    ap.add_argument("--size", default="tiny")
+    ap.add_argument("--set", action="append", default=[])
+    ap.add_argument("--gen-dtype", default="f32", choices=["f32", "bf16", "f16"])
+    ap.add_argument("--engine-dtype", default="f32", choices=["f32", "bf16"])
+    ap.add_argument("--shards", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--tokens", type=int, default=20, help="prompt length incl. BOS")
+    ap.add_argument("--tied", action="store_true")
+    ap.add_argument("--check-chunks", default="", help="e.g. 1,3,7")
+    ap.add_argument("--check-dense", action="store_true")
+    ap.add_argument("--timeout", type=int, default=300)
+    ap.add_argument("--max-pair-diff", type=float, default=0.01, help="see compare.py")
+    a = ap.parse_args(argv)
+
+    wd = os.path.abspath(a.workdir)
+    model = os.path.join(wd, "model")
+    shutil.rmtree(model, ignore_errors=True)
+    os.makedirs(model)
+    gen = [PY, os.path.join(ROOT, "tools", "gen_tiny_model.py"), "--out", model,
+           "--variant", a.variant, "--size", a.size, "--seed", str(a.seed),
+           "--dtype", a.gen_dtype, "--shards", str(a.shards)]
+    gen += sum((["--set", s] for s in a.set), []) + (["--tied"] if a.tied else [])
+    if not run(gen, "generate", a.timeout):
+        return 1
+
+    V = st.read_model_headers(model)["model.embed_tokens.weight"][2][0]
+    rng = np.random.default_rng(a.seed + 1000)
+    ids = [1] + [int(t) for t in rng.integers(3, V, max(a.tokens, 1) - 1)]
+    tok = ",".join(map(str, ids))
+    out = lambda name: os.path.join(wd, name)  # noqa: E731
+
+    if not run([PY, os.path.join(HERE, "deco_reference.py"), "--model", model, "--token-ids", tok,
+                "--dump-logits", out("ref.f32"), "--dump-routing", out("ref.json")],
+               "reference", a.timeout):
+        return 1
+
+    def engine(tag, extra):
+        cmd = [a.engine, "--model", model, "--token-ids", tok, "--max-new-tokens", "0",
+               "--dtype", a.engine_dtype, "--dump-logits", out(f"{tag}.f32"),
+               "--dump-routing", out(f"{tag}.json")] + extra
+        return run(cmd, f"engine[{tag}]", a.timeout)
+
+    mode = "bf16" if a.engine_dtype == "bf16" else "fp32"
+    ok = True
+
+    def check(what, *args, **kw):
+        good, line, fails = cmp.compare(*args, vocab=V, mode=mode, max_pair_diff=a.max_pair_diff,
+                                        **kw)
+        print(f"[run_case] {what}: {line}")
+        for f in fails:
+            print(f"[run_case]   FAIL: {f}")
+        return good
+
+    if not engine("eng", []):
+        return 1
+    ok &= check("reference vs engine", out("ref.f32"), out("ref.json"), out("eng.f32"),
+                out("eng.json"))
+    variants = [(f"chunk{n}", ["--prefill-chunk", n]) for n in a.check_chunks.split(",") if n]
+    if a.check_dense:
+        variants.append(("dense", ["--dense-experts"]))
+    for tag, extra in variants:
+        if not engine(tag, extra):
+            ok = False
+            continue
+        ok &= check(f"engine vs engine[{tag}]", out("eng.f32"), out("eng.json"), out(f"{tag}.f32"),
+                    out(f"{tag}.json"), e2e=True, margins=out("ref.json"))
+    print(f"[run_case] {a.variant} sets={a.set} gen={a.gen_dtype} engine={a.engine_dtype} "
+          f"shards={a.shards} T={len(ids)}: {'PASS' if ok else 'FAIL'}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
