@@ -96,7 +96,8 @@ absl::Status Engine::Forward(const ForwardBatch& batch, ForwardOutput* out) {
     }
   }
   out->active_counts.assign(w.layers.size() * T, 0);
-  active_counts_ = &out->active_counts;
+  out->weight_bytes_read = T * H * DTypeSize(w.embed.dtype);  // embedding rows
+  out_ = out;
   for (int layer = 0; layer < static_cast<int>(w.layers.size()); ++layer) RunLayer(layer, T);
 
   // Logits only for the rows the chunks ask for.
@@ -122,6 +123,8 @@ absl::Status Engine::Forward(const ForwardBatch& batch, ForwardOutput* out) {
   out->logits.resize(R * V);
   const MatMulJob head{&w.head, normed_.data(), H, out->logits.data(), V};
   ParallelMatMul(*pool_, std::span<const MatMulJob>(&head, 1), R);
+  if (R > 0) out->weight_bytes_read += w.head.Bytes();
+  out_ = nullptr;
   return absl::OkStatus();
 }
 
@@ -151,6 +154,7 @@ void Engine::RunLayer(int layer_index, int64_t T) {
   attention_->Attend(*cache_, layer_index, placement_, q_.data(), attn_.data());
   const MatMulJob o{&L.o, attn_.data(), q_dim, x_.data(), H, /*accumulate=*/true};
   ParallelMatMul(*pool_, std::span<const MatMulJob>(&o, 1), T);
+  out_->weight_bytes_read += L.q.Bytes() + L.k.Bytes() + L.v.Bytes() + L.o.Bytes();
 
   // FFN block: residual added in place.
   for (int64_t t = 0; t < T; ++t) {
@@ -173,6 +177,7 @@ void Engine::SwiGlu(const SwiGluWeights& w, int64_t T, float* y) {
   for (int64_t i = 0; i < T * F; ++i) ffn_gate_[i] = Silu(ffn_gate_[i]) * ffn_up_[i];
   const MatMulJob down{&w.down, ffn_gate_.data(), F, y, H, /*accumulate=*/true};
   ParallelMatMul(*pool_, std::span<const MatMulJob>(&down, 1), T);
+  out_->weight_bytes_read += w.gate.Bytes() + w.up.Bytes() + w.down.Bytes();
 }
 
 void Engine::RunMoe(int layer_index, int64_t T) {
@@ -184,7 +189,7 @@ void Engine::RunMoe(int layer_index, int64_t T) {
   ParallelMatMul(*pool_, std::span<const MatMulJob>(&router, 1), T);
   routing_.Clear();
   for (int64_t t = 0; t < T; ++t) moe.router->RouteToken(&router_logits_[t * E], router_scratch_, routing_);
-  for (int64_t t = 0; t < T; ++t) (*active_counts_)[layer_index * T + t] = routing_.num_active[t];
+  for (int64_t t = 0; t < T; ++t) out_->active_counts[layer_index * T + t] = routing_.num_active[t];
   if (routing_observer_) routing_observer_(layer_index, routing_);
 
   const Routing* evaluated = &routing_;
@@ -193,6 +198,9 @@ void Engine::RunMoe(int layer_index, int64_t T) {
     evaluated = &dense_routing_;
   }
   experts_->Run(moe.experts, normed_.data(), T, *evaluated, x_.data());
+  const ExpertBank& bank = moe.experts;
+  const int64_t per_expert = (bank.gated() ? 3 : 2) * bank.width * H * DTypeSize(bank.up.dtype);
+  out_->weight_bytes_read += moe.router_weight.Bytes() + experts_->last_union_size() * per_expert;
   if (moe.shared) SwiGlu(*moe.shared, T, x_.data());
 }
 

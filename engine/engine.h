@@ -70,7 +70,7 @@ class Engine {
   // Workspaces [T, ...], grown on demand.
   std::vector<TokenPlacement> placement_;
   std::vector<float> x_, normed_, q_, k_, v_, attn_, ffn_gate_, ffn_up_, router_logits_;
-  std::vector<int32_t>* active_counts_ = nullptr;
+  ForwardOutput* out_ = nullptr;  // the step's output, while Forward runs
   Routing routing_, dense_routing_;
   RouterScratch router_scratch_;
 };

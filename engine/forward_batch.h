@@ -29,6 +29,9 @@ struct ForwardOutput {
   std::vector<int32_t> chunk_logits_begin;  // first logits row of each chunk (size chunks + 1)
   // |A| per token for every layer: [num_layers][tokens], 0 for dense layers. Feeds MoeStats.
   std::vector<int32_t> active_counts;
+  // Weight bytes the step read (every matrix pass counted once; routed experts counted for
+  // the batch's union only). The figure of merit for memory-bound decoding.
+  int64_t weight_bytes_read = 0;
 
   const float* Logits(int64_t row) const { return logits.data() + row * vocab_size; }
 };
