@@ -67,7 +67,7 @@ def test_roundtrip(tmp):
             raw_tensors(os.path.join(b, "model.safetensors"))
         diff = [k for k in want if got.get(k) != want[k]] + [k for k in got if k not in want]
         check(f"{dtype}: {len(want)} tensors identical to direct safetensors", not diff,
-              f"differ: {diff[:3]}")
+              f"differ: {diff[:3]}" if diff else "")
     # --dtype f32 upcasts bf16 exactly
     a = os.path.join(tmp, "bin_bf16")
     out = os.path.join(tmp, "up.safetensors")
