@@ -20,6 +20,7 @@ class ConfigReader {
   ConfigReader(const Json& j, std::string label) : j_(j), label_(std::move(label)) {}
 
   bool Has(const char* key) const { return j_.contains(key) && !j_[key].is_null(); }
+  bool IsExplicitNull(const char* key) const { return j_.contains(key) && j_[key].is_null(); }
 
   absl::Status Error(const std::string& key, const std::string& what) const {
     return absl::InvalidArgumentError(absl::StrCat(label_, ": key \"", key, "\" ", what));
@@ -99,6 +100,9 @@ class ConfigReader {
 template <typename E>
 absl::StatusOr<E> ParseEnum(const ConfigReader& r, const char* key, const std::string& def,
                             std::initializer_list<std::pair<const char*, E>> values) {
+  // JSON null would silently mean "default"; for router_norm_type it could also be meant as
+  // the string "null". Mode keys must be spelled out.
+  if (r.IsExplicitNull(key)) return r.Error(key, "is JSON null; give the mode as a string");
   ASSIGN_OR_RETURN(std::string s, r.String(key, def));
   std::string allowed;
   for (const auto& [name, value] : values) {

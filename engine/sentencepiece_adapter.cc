@@ -28,5 +28,6 @@ std::string SentencePieceAdapter::Decode(const std::vector<int>& ids, std::strin
 
 int SentencePieceAdapter::PieceCount() const { return impl_->sp.GetPieceSize(); }
 int SentencePieceAdapter::BosId() const { return impl_->sp.bos_id(); }
+std::string SentencePieceAdapter::IdToPiece(int id) const { return impl_->sp.IdToPiece(id); }
 
 }  // namespace moeserve

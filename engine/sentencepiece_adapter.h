@@ -20,6 +20,7 @@ class SentencePieceAdapter {
   std::string Decode(const std::vector<int>& ids, std::string* text) const;
   int PieceCount() const;
   int BosId() const;
+  std::string IdToPiece(int id) const;
 
  private:
   struct Impl;

@@ -55,6 +55,10 @@ std::string Tokenizer::Decode(const std::vector<int32_t>& ids) const {
   return text;
 }
 
+std::string Tokenizer::Piece(int32_t id) const {
+  return id >= 0 && id < sp_->PieceCount() ? sp_->IdToPiece(id) : absl::StrCat("<", id, ">");
+}
+
 int32_t Tokenizer::vocab_size() const { return sp_->PieceCount(); }
 int32_t Tokenizer::bos_id() const { return sp_->BosId(); }
 

@@ -24,6 +24,8 @@ class Tokenizer {
   // Decodes ids; ids outside the tokenizer's vocabulary become "<id>".
   std::string Decode(const std::vector<int32_t>& ids) const;
   int32_t vocab_size() const;
+  // The piece string of an id ("<id>" outside the vocabulary).
+  std::string Piece(int32_t id) const;
   int32_t bos_id() const;
 
  private:

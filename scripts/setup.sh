@@ -11,7 +11,7 @@ PACKAGES=(
   libsentencepiece-dev sentencepiece libyaml-cpp-dev prometheus-cpp-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   # tools, reference model and tests
-  python3 python3-numpy python3-torch python3-grpcio
+  python3 python3-numpy python3-torch python3-grpcio python3-protobuf
 )
 
 missing=()

@@ -142,9 +142,7 @@ def build_config(variant, size, vocab, sets):
         "transformers_version": "4.46.0",
     }
     for k, v in hf.items():
-        cfg.setdefault(k, v)
-    for k in list(sets):  # --set wins over everything, including the stale HF keys
-        cfg[k] = sets[k]
+        cfg.setdefault(k, v)  # --set (already in cfg) wins, also over the stale HF keys
     check_config(cfg)
     return cfg
 
@@ -318,7 +316,8 @@ def train_tokenizer(out_dir, vocab, seed):
         r = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True)
         if r.returncode != 0:
             sys.exit(f"gen_tiny_model: spm_train failed:\n{r.stderr[-2000:]}")
-        shutil.copyfile(os.path.join(tmp, "tokenizer.model"), os.path.join(out_dir, "tokenizer.model"))
+        shutil.copyfile(os.path.join(tmp, "tokenizer.model"),
+                        os.path.join(out_dir, "tokenizer.model"))
         with open(os.path.join(tmp, "tokenizer.vocab"), encoding="utf-8") as f:
             return sum(1 for _ in f)
 

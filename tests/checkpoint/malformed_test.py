@@ -217,7 +217,7 @@ CASES = [
     ("header_len_past_eof", "deco", edit_bytes(lambda r: struct.pack("<Q", 2 * len(r)) + r[8:]),
      [ST]),
     ("header_not_json", "deco",
-     edit_bytes(lambda r: r[:8] + b"{not json" + b" " * (header_len(r) - 9) + r[8 + header_len(r):]),
+     edit_bytes(lambda r: r[:8] + b"{not json".ljust(header_len(r)) + r[8 + header_len(r):]),
      [ST]),
     ("offsets_past_eof", "deco", edit_tensors(grow_last), ["lm_head.weight", ST]),
     ("overlapping_tensors", "deco", edit_tensors(overlap),
@@ -237,6 +237,9 @@ CASES = [
     ("index_not_json", "sharded", write_text(st.INDEX_NAME, "{]"), [st.INDEX_NAME]),
     ("unknown_router_norm_type", "deco", edit_config(router_norm_type="layernorm"),
      ["router_norm_type"]),
+    # upstream asserts a string; JSON null could mean "unset" (simple) or "null" (identity)
+    ("router_norm_type_json_null", "deco", edit_config(router_norm_type=None),
+     ["router_norm_type"]),
     ("unknown_expert_act_func", "deco", edit_config(expert_act_func="gelu"), ["expert_act_func"]),
     ("unknown_router_type", "topk", edit_config(router_type="expert_choice"), ["router_type"]),
     ("use_mup_true", "deco", edit_config(use_mup=True), ["use_mup"]),
@@ -247,7 +250,8 @@ CASES = [
     ("num_query_groups_not_divisor", "deco", edit_config(num_query_groups=3),
      ["num_query_groups"]),
     ("hidden_size_wrong", "deco", edit_config(hidden_size=80), ["hidden_size"]),
-    ("num_layers_too_many", "deco", edit_config(num_layers=4), ["num_layers", "model.layers.3"]),
+    ("num_layers_too_many", "deco", edit_config(num_layers=4, moe_layer_freq=[0, 1, 1, 1]),
+     ["num_layers", "model.layers.3"]),
     ("moe_layer_freq_wrong_length", "deco", edit_config(moe_layer_freq=[0, 1]),
      ["moe_layer_freq"]),
 ]

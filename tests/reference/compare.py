@@ -162,7 +162,8 @@ def compare(ref_logits, ref_routing, got_logits, got_routing, vocab, mode, e2e=F
     line = (f"compare[{mode},{kind}]: T={len(ref)} V={vocab} max|d|={ls['max']:.3g} "
             f"mean|d|={ls['mean']:.3g} min_cos={ls['cos']:.6f} argmax_bad={ls['argmax_bad']} | "
             f"moe_layers={rs['moe_layers']} set_mismatch={rs['bad_tokens']} "
-            f"exempt={rs['exempt']} rows_skipped={len(rs['exempt_tokens'])} pair_diff={rs['pair_diff']}/{rs['pairs']} "
+            f"exempt={rs['exempt']} rows_skipped={len(rs['exempt_tokens'])} "
+            f"pair_diff={rs['pair_diff']}/{rs['pairs']} "
             f"weight_err={rs['wmax']:.3g} -> {'PASS' if not fails else 'FAIL'}")
     return not fails, line, fails
 

@@ -21,7 +21,8 @@ import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tools", "py"))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "..", "tools", "py"))
 import safetensors_io as st  # noqa: E402
 
 BIG_MARGIN = 1e9  # "no decision boundary nearby" (JSON has no inf)
@@ -59,9 +60,9 @@ class Config:
         self.F = g("ffn_hidden_size", "intermediate_size") if not all(self.is_moe) else None
         self.d = g("moe_ffn_hidden_size") if any(self.is_moe) else None
         self.S = raw.get("moe_shared_expert_intermediate_size") or 0
+        # Upstream asserts a string (the string "null" = no scaling); a JSON null is ambiguous
+        # ("unset" => default "simple", or "null"?), so it is refused in validate().
         self.norm_type = raw.get("router_norm_type", "simple")
-        if self.norm_type is None:
-            self.norm_type = "null"  # JSON null and the string "null" both mean "no scaling"
         self.norm_fixed = bool(raw.get("router_norm_fixed", False))
         self.norm_scalar = bool(raw.get("router_norm_scalar", False))
         self.norm_init = float(raw.get("router_norm_init_var", 0.1))
@@ -104,6 +105,8 @@ class Config:
         need(r.get("router_act_func", "relu") == "relu",
              f"router_act_func {r.get('router_act_func')!r} unsupported (only relu)")
         if self.use_blockffn:
+            need(self.norm_type is not None, 'router_norm_type is JSON null: ambiguous, write '
+                 '"null" (the string) for no scaling or "simple" for the DECO default')
             need(self.norm_type in ("simple", "rms", "normal", "null"),
                  f"unknown router_norm_type {self.norm_type!r}")
             need(self.act in ("norm_silu", "norm_silu_nomean", "norm_silu_norms", "silu"),
@@ -273,7 +276,8 @@ def blockffn_routing(l, cfg, w, m):
     margin_e = np.abs(l)
     if cfg.bias:
         b = w[f"{m}.expert_bias"]
-        s = l + b if cfg.bias_method == "base" else l + b * np.sqrt(np.mean(l * l, -1, keepdims=True))
+        rms = np.sqrt(np.mean(l * l, -1, keepdims=True))
+        s = l + b if cfg.bias_method == "base" else l + b * rms
         # distance to flipping the AND of (l > 0, s > 0)
         margin_e = np.where(active & (s > 0), np.minimum(l, s),
                             np.maximum(np.maximum(-l, 0), np.maximum(-s, 0)))

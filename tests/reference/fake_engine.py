@@ -73,7 +73,8 @@ def inject(bug, cfg, w):
             s = np.where(np.tril(np.ones((T, T), bool))[None], s, -np.inf)
             s = np.exp(s - s.max(-1, keepdims=True))
             s /= s.sum(-1, keepdims=True)
-            return np.einsum("hts,shd->thd", s, v[:, grp]).reshape(T, -1) @ w[f"{p}.o_proj.weight"].T
+            o = np.einsum("hts,shd->thd", s, v[:, grp]).reshape(T, -1)
+            return o @ w[f"{p}.o_proj.weight"].T
         R.attention = attention
     elif bug == "no-router-scale":
         cfg.norm_type = "null"

@@ -122,7 +122,7 @@ KNOBS = [
     ("deco", [], []), ("deco-gated", [], []), ("blockffn-v1", [], []), ("dense", [], []),
     ("topk", [], []), ("remoe", [], []), ("topp", [], []),
     ("deco", ["router_norm_type=rms"], []), ("deco", ["router_norm_type=normal"], []),
-    ("deco", ['router_norm_type="null"'], []), ("deco", ["router_norm_type=null"], []),
+    ("deco", ['router_norm_type="null"'], []),
     ("deco", ["router_norm_fixed=true"], []), ("deco", ["router_norm_scalar=true"], []),
     ("deco", ["moe_router_enable_expert_bias=true"], []),
     ("deco", ["moe_router_enable_expert_bias=true", "moe_expert_bias_apply_method=rms"], []),
@@ -167,6 +167,13 @@ def test_knobs(tmp):
         # causal: a prefix's logits equal the first rows of the full run
         ok &= np.allclose(R.forward(cfg, w, toks[:5])[0], logits[:5], atol=1e-9)
         check(f"knob {label}", ok, msg)
+    out = os.path.join(tmp, "k_jsonnull")
+    gen(out, "--set", "router_norm_type=null")  # JSON null, not the string "null"
+    try:
+        R.load_checkpoint(out)
+        check("router_norm_type JSON null refused", False)
+    except R.RefError as e:
+        check("router_norm_type JSON null refused", "router_norm_type" in str(e))
 
 
 def router_invariants(cfg, moe):
@@ -311,6 +318,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--workdir")
     a = ap.parse_args(argv)
+    if a.workdir:
+        os.makedirs(a.workdir, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=a.workdir) as tmp:
         for name, fn in [("bf16", test_bf16), ("safetensors", test_safetensors),
                          ("generator", test_generator), ("config knobs", test_knobs),

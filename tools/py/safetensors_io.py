@@ -32,7 +32,9 @@ def fp32_to_bf16_bits(a):
     """float32 array -> uint16 bf16 bit patterns, round-to-nearest-even; NaN stays NaN."""
     a = np.ascontiguousarray(a, dtype=np.float32)
     u = a.view(np.uint32)
-    rounded = ((u.astype(np.uint64) + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
+    # uint32 wrap-around only happens for NaN bit patterns, which are fixed up below
+    rounded = ((u + np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1)))
+               >> np.uint32(16)).astype(np.uint16)
     nan = np.isnan(a)
     if nan.any():  # keep sign, force a quiet-NaN mantissa bit so rounding can't make it Inf
         rounded[nan] = ((u[nan] >> 16) | 0x0040).astype(np.uint16)
@@ -118,7 +120,8 @@ class StreamWriter:
     def close(self):
         self.f.close()
         if self.pos != len(self.specs):
-            raise SafetensorsError(f"{self.path}: only {self.pos}/{len(self.specs)} tensors written")
+            raise SafetensorsError(f"{self.path}: only {self.pos}/{len(self.specs)} tensors "
+                                   "written")
 
 
 def save_file(tensors, path, dtype="F32", metadata=None):
@@ -207,7 +210,8 @@ def read_header(path):
             raise SafetensorsError(f"{where}: unsupported dtype '{dtype}' (need F32, F16 or BF16)")
         if not (isinstance(shape, list) and all(isinstance(s, int) and s >= 0 for s in shape)):
             raise SafetensorsError(f"{where}: bad shape {shape}")
-        if not (isinstance(offs, list) and len(offs) == 2 and all(isinstance(o, int) for o in offs)):
+        if not (isinstance(offs, list) and len(offs) == 2
+                and all(isinstance(o, int) for o in offs)):
             raise SafetensorsError(f"{where}: bad data_offsets {offs}")
         b, e = offs
         if b < 0 or e < b:

@@ -1,0 +1,122 @@
+#include "server/inference_service.h"
+
+#include "absl/strings/str_cat.h"
+#include "server/generation_call.h"
+#include "server/status_mapping.h"
+
+namespace moeserve {
+namespace {
+
+std::string Architecture(const ModelConfig& c) {
+  if (c.num_experts == 0) return "dense";
+  if (c.use_blockffn) return c.router_norm == RouterNormType::kSimple ? "deco" : "blockffn";
+  switch (c.router) {
+    case RouterKind::kTopK: return "topk_moe";
+    case RouterKind::kReMoE: return "remoe";
+    case RouterKind::kTopP: return "topp_moe";
+    default: return "moe";
+  }
+}
+
+}  // namespace
+
+InferenceService::InferenceService(const ServerConfig* config, Engine* engine, const Tokenizer* tokenizer,
+                                   Scheduler* scheduler)
+    : config_(config), engine_(engine), tokenizer_(tokenizer), scheduler_(scheduler) {
+  limits_.vocab_size = engine->vocab_size();
+  limits_.max_context = engine->max_context();
+  limits_.default_max_new_tokens = config->server.default_max_new_tokens;
+  limits_.max_new_tokens_limit = config->server.max_new_tokens_limit;
+  limits_.max_prompt_tokens = config->server.max_prompt_tokens;
+  limits_.eos_token_ids = engine->config().eos_token_ids;
+}
+
+std::string InferenceService::RequestId(const v1::GenerateRequest& request) {
+  if (!request.request_id().empty()) return request.request_id();
+  return absl::StrCat("req-", next_request_.fetch_add(1));
+}
+
+grpc::ServerWriteReactor<v1::GenerateResponse>* InferenceService::Generate(grpc::CallbackServerContext* context,
+                                                                           const v1::GenerateRequest* request) {
+  auto call = std::make_shared<GenerationCall>(GenerationCall::Mode::kStream, scheduler_, context, RequestId(*request));
+  auto* reactor = GenerationCall::MakeStreamReactor(call);
+  auto params = ValidateGenerateRequest(*request, tokenizer_, limits_);
+  if (!params.ok()) {
+    call->Reject(ToGrpcStatus(params.status()));
+  } else {
+    params->request_id = RequestId(*request);
+    call->Start(call, std::move(*params));
+  }
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* InferenceService::Complete(grpc::CallbackServerContext* context,
+                                                     const v1::GenerateRequest* request,
+                                                     v1::GenerateResponse* response) {
+  const std::string id = RequestId(*request);
+  auto call = std::make_shared<GenerationCall>(GenerationCall::Mode::kUnary, scheduler_, context, id);
+  auto* reactor = GenerationCall::MakeUnaryReactor(call, response);
+  response->set_request_id(id);
+  auto params = ValidateGenerateRequest(*request, tokenizer_, limits_);
+  if (!params.ok()) {
+    call->Reject(ToGrpcStatus(params.status()));
+  } else {
+    params->request_id = id;
+    call->Start(call, std::move(*params));
+  }
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* InferenceService::Tokenize(grpc::CallbackServerContext* context,
+                                                     const v1::TokenizeRequest* request,
+                                                     v1::TokenizeResponse* response) {
+  auto* reactor = context->DefaultReactor();
+  if (tokenizer_ == nullptr) {
+    reactor->Finish(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "this model has no tokenizer"));
+    return reactor;
+  }
+  auto ids = tokenizer_->Encode(request->text(), request->add_bos());
+  if (!ids.ok()) {
+    reactor->Finish(ToGrpcStatus(absl::InvalidArgumentError(absl::StrCat("text: ", ids.status().message()))));
+    return reactor;
+  }
+  for (int32_t id : *ids) {
+    response->add_token_ids(id);
+    response->add_pieces(tokenizer_->Piece(id));
+  }
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* InferenceService::GetModelInfo(grpc::CallbackServerContext* context,
+                                                         const v1::GetModelInfoRequest*, v1::ModelInfo* info) {
+  const ModelConfig& c = engine_->config();
+  const ModelWeights& w = engine_->weights();
+  info->set_model_path(config_->model.path);
+  info->set_architecture(Architecture(c));
+  info->set_router_kind(c.num_experts ? RouterKindName(c.router) : "none");
+  info->set_num_layers(static_cast<uint32_t>(c.num_layers.value));
+  int moe_layers = 0;
+  for (const LayerWeights& l : w.layers) moe_layers += l.is_moe;
+  info->set_num_moe_layers(moe_layers);
+  info->set_num_experts(static_cast<uint32_t>(c.num_experts));
+  info->set_expert_width(static_cast<uint32_t>(c.expert_width));
+  info->set_active_expert_budget(c.num_experts && c.router == RouterKind::kTopK ? c.topk : 0);
+  info->set_total_parameters(w.TotalParameters());
+  info->set_dtype(engine_->weights().compute_dtype == DType::kF32 ? "f32" : "bf16");
+  info->set_backend("cpu");
+  info->set_max_context(static_cast<uint32_t>(engine_->max_context()));
+  info->set_vocab_size(static_cast<uint32_t>(engine_->vocab_size()));
+  info->set_has_tokenizer(tokenizer_ != nullptr);
+  const SchedulerStats s = scheduler_->GetStats();
+  info->set_kv_blocks_total(static_cast<uint32_t>(s.kv_blocks_total));
+  info->set_kv_blocks_free(static_cast<uint32_t>(s.kv_blocks_free));
+  info->set_kv_block_size(static_cast<uint32_t>(engine_->kv_shape().block_size));
+  info->set_num_requests_running(s.running);
+  info->set_num_requests_waiting(s.waiting);
+  auto* reactor = context->DefaultReactor();
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+}  // namespace moeserve

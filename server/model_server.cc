@@ -1,0 +1,130 @@
+#include "server/model_server.h"
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/health_check_service_interface.h>
+
+#include <fstream>
+#include <iostream>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "engine/status_macros.h"
+
+namespace moeserve {
+namespace {
+
+constexpr char kServiceName[] = "moeserve.v1.Inference";
+
+void SetHealth(grpc::Server* server, bool serving) {
+  grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
+  if (health == nullptr) return;
+  health->SetServingStatus(serving);  // overall ("") and every service
+  health->SetServingStatus(kServiceName, serving);
+}
+
+}  // namespace
+
+int64_t KvBlocksFor(const SchedulerSection& s, const KvCacheShape& shape) {
+  if (s.kv_blocks > 0) return s.kv_blocks;
+  return std::max<int64_t>(1, s.kv_memory_mb * (int64_t{1} << 20) / shape.BytesPerBlock());
+}
+
+absl::StatusOr<std::unique_ptr<ModelServer>> ModelServer::Start(const ServerConfig& config) {
+  std::unique_ptr<ModelServer> s(new ModelServer());
+  s->config_ = config;
+  auto tokenizer = Tokenizer::Load(config.model.path);
+  if (tokenizer.ok()) {
+    s->tokenizer_ = std::move(*tokenizer);
+  } else if (!absl::IsNotFound(tokenizer.status())) {
+    return tokenizer.status();
+  }
+  // Size the KV cache: the per-block bytes depend on the model, so read its config first.
+  ASSIGN_OR_RETURN(ModelConfig model_config, LoadModelConfig(config.model.path));
+  KvCacheShape shape;
+  shape.num_layers = static_cast<int>(model_config.num_layers.value);
+  shape.num_kv_heads = static_cast<int>(model_config.num_kv_groups.value);
+  shape.head_dim = static_cast<int>(model_config.head_dim);
+  shape.block_size = config.scheduler.kv_block_size;
+  EngineOptions options;
+  options.model_dir = config.model.path;
+  options.compute_dtype = config.model.dtype;
+  options.num_threads = config.model.threads;
+  options.dense_experts = config.model.dense_experts;
+  options.kv_block_size = config.scheduler.kv_block_size;
+  options.kv_num_blocks = KvBlocksFor(config.scheduler, shape);
+  ASSIGN_OR_RETURN(s->engine_, Engine::Create(options));
+  for (const std::string& w : s->engine_->config().warnings) std::cerr << "warning: " << w << "\n";
+
+  SchedulerOptions sched;
+  sched.max_running = config.scheduler.max_running;
+  sched.max_batch_tokens = config.scheduler.max_batch_tokens;
+  sched.prefill_chunk = config.scheduler.prefill_chunk;
+  sched.max_waiting = config.scheduler.max_waiting;
+  s->scheduler_ = std::make_unique<Scheduler>(s->engine_.get(), s->tokenizer_.get(), sched);
+  s->service_ = std::make_unique<InferenceService>(&s->config_, s->engine_.get(), s->tokenizer_.get(),
+                                                   s->scheduler_.get());
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(config.server.listen, grpc::InsecureServerCredentials(), &s->port_);
+  builder.RegisterService(s->service_.get());
+  builder.SetMaxReceiveMessageSize(static_cast<int>(config.server.max_message_bytes));
+  builder.SetMaxSendMessageSize(static_cast<int>(config.server.max_message_bytes));
+  // Long streams: ping idle connections, and let clients ping us without being cut off.
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, config.server.keepalive_time_s * 1000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, config.server.keepalive_timeout_s * 1000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10000);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+  s->server_ = builder.BuildAndStart();
+  if (s->server_ == nullptr || s->port_ == 0) {
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", config.server.listen));
+  }
+  SetHealth(s->server_.get(), false);
+  RETURN_IF_ERROR(s->WarmUp());
+  s->scheduler_->Start();
+  SetHealth(s->server_.get(), true);
+  if (!config.server.port_file.empty()) {
+    // Write then rename, so a reader never sees a partial file.
+    const std::string tmp = config.server.port_file + ".tmp";
+    std::ofstream(tmp) << s->port_ << "\n";
+    std::rename(tmp.c_str(), config.server.port_file.c_str());
+  }
+  return s;
+}
+
+absl::Status ModelServer::WarmUp() {
+  // One small forward pass touches every weight page once and sizes the workspaces.
+  const std::vector<int32_t> tokens = {static_cast<int32_t>(engine_->config().bos_token_id) %
+                                       static_cast<int32_t>(engine_->vocab_size())};
+  const std::vector<int32_t> blocks = {0};
+  ForwardBatch batch;
+  batch.chunks.push_back({tokens, 0, blocks, LogitsMode::kLast});
+  ForwardOutput out;
+  return engine_->Forward(batch, &out);
+}
+
+void ModelServer::Shutdown() {
+  if (shut_down_) return;
+  shut_down_ = true;
+  SetHealth(server_.get(), false);
+  scheduler_->Drain();
+  const auto grace = std::chrono::steady_clock::now() +
+                     std::chrono::milliseconds(static_cast<int64_t>(config_.server.grace_period_s * 1000));
+  while (!scheduler_->Idle() && std::chrono::steady_clock::now() < grace) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  scheduler_->AbortAll(FinishReason::kCancelled);
+  // Let the final chunks reach their clients, then close.
+  const auto flush = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+  while (!scheduler_->Idle() && std::chrono::steady_clock::now() < flush) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  scheduler_->Stop();
+}
+
+ModelServer::~ModelServer() { Shutdown(); }
+
+}  // namespace moeserve

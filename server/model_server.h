@@ -1,0 +1,51 @@
+// Owns everything a running moeserve needs: engine, tokenizer, scheduler, gRPC server with
+// the Inference, health and reflection services. Health is NOT_SERVING until the model is
+// loaded and warmed up, and again while draining.
+#ifndef MOESERVE_SERVER_MODEL_SERVER_H_
+#define MOESERVE_SERVER_MODEL_SERVER_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include <memory>
+
+#include "absl/status/statusor.h"
+#include "engine/engine.h"
+#include "engine/tokenizer.h"
+#include "scheduler/scheduler.h"
+#include "server/inference_service.h"
+#include "server/server_config.h"
+
+namespace moeserve {
+
+class ModelServer {
+ public:
+  // Loads the model, warms it up, and starts listening.
+  static absl::StatusOr<std::unique_ptr<ModelServer>> Start(const ServerConfig& config);
+  ~ModelServer();
+
+  int port() const { return port_; }
+
+  // Graceful shutdown: NOT_SERVING, refuse new requests (UNAVAILABLE), let in-flight ones
+  // finish for up to the grace period, cancel the rest, stop the server.
+  void Shutdown();
+
+ private:
+  ModelServer() = default;
+  absl::Status WarmUp();
+
+  ServerConfig config_;
+  std::unique_ptr<Engine> engine_;
+  std::unique_ptr<Tokenizer> tokenizer_;
+  std::unique_ptr<Scheduler> scheduler_;
+  std::unique_ptr<InferenceService> service_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+  bool shut_down_ = false;
+};
+
+// Blocks of the KV cache the config asks for (kv_blocks, or kv_memory_mb / block bytes).
+int64_t KvBlocksFor(const SchedulerSection& s, const KvCacheShape& shape);
+
+}  // namespace moeserve
+
+#endif  // MOESERVE_SERVER_MODEL_SERVER_H_

@@ -1,0 +1,171 @@
+#include "server/server_config.h"
+
+#include <fstream>
+#include <functional>
+#include <map>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "engine/status_macros.h"
+#include "yaml-cpp/yaml.h"
+
+namespace moeserve {
+namespace {
+
+// Describes where a node came from: "file.yaml line 4" or "--set".
+std::string Where(const YAML::Node& node, const std::string& label) {
+  const YAML::Mark mark = node.Mark();
+  if (mark.line < 0) return "--set override";
+  return absl::StrCat(label, " line ", mark.line + 1);
+}
+
+absl::Status KeyError(const std::string& path, const YAML::Node& node, const std::string& label,
+                      const std::string& what) {
+  return absl::InvalidArgumentError(absl::StrCat("config key ", path, " (", Where(node, label), "): ", what));
+}
+
+// yaml-cpp reports conversion failures by exception; keep them inside this file.
+template <typename T>
+absl::Status Read(const YAML::Node& node, const std::string& path, const std::string& label, T* out) {
+  try {
+    *out = node.as<T>();
+    return absl::OkStatus();
+  } catch (const YAML::Exception&) {
+    return KeyError(path, node, label, absl::StrCat("cannot read \"", YAML::Dump(node), "\" as the expected type"));
+  }
+}
+
+using KeyReader = std::function<absl::Status(const YAML::Node&, const std::string&)>;
+
+absl::Status ReadSection(const YAML::Node& section, const std::string& name, const std::string& label,
+                         const std::map<std::string, KeyReader>& keys) {
+  if (!section.IsMap()) return KeyError(name, section, label, "must be a mapping");
+  for (const auto& kv : section) {
+    const std::string key = kv.first.as<std::string>();
+    const std::string path = absl::StrCat(name, ".", key);
+    auto it = keys.find(key);
+    if (it == keys.end()) return KeyError(path, kv.first, label, "unknown key");
+    RETURN_IF_ERROR(it->second(kv.second, path));
+  }
+  return absl::OkStatus();
+}
+
+template <typename T>
+KeyReader Field(T* out, const std::string& label, std::function<std::string(const T&)> check = nullptr) {
+  return [out, label, check](const YAML::Node& node, const std::string& path) -> absl::Status {
+    T value;
+    RETURN_IF_ERROR(Read(node, path, label, &value));
+    if (check) {
+      const std::string problem = check(value);
+      if (!problem.empty()) return KeyError(path, node, label, problem);
+    }
+    *out = value;
+    return absl::OkStatus();
+  };
+}
+
+std::function<std::string(const int&)> AtLeast(int lo) {
+  return [lo](const int& v) { return v >= lo ? "" : absl::StrCat("must be >= ", lo, ", got ", v); };
+}
+std::function<std::string(const int64_t&)> AtLeast64(int64_t lo) {
+  return [lo](const int64_t& v) { return v >= lo ? "" : absl::StrCat("must be >= ", lo, ", got ", v); };
+}
+
+absl::Status Apply(const YAML::Node& root, const std::string& label, ServerConfig& c) {
+  if (!root.IsDefined() || root.IsNull()) return absl::OkStatus();
+  if (!root.IsMap()) return absl::InvalidArgumentError(absl::StrCat(label, ": top level must be a mapping"));
+  std::string dtype_name;
+  const std::map<std::string, std::map<std::string, KeyReader>> sections = {
+      {"server",
+       {{"listen", Field(&c.server.listen, label)},
+        {"port_file", Field(&c.server.port_file, label)},
+        {"max_message_bytes", Field<int64_t>(&c.server.max_message_bytes, label, AtLeast64(1024))},
+        {"grace_period_s", Field<double>(&c.server.grace_period_s, label,
+                                         [](const double& v) { return v >= 0 ? "" : std::string("must be >= 0"); })},
+        {"default_max_new_tokens", Field<int>(&c.server.default_max_new_tokens, label, AtLeast(1))},
+        {"max_new_tokens_limit", Field<int>(&c.server.max_new_tokens_limit, label, AtLeast(1))},
+        {"max_prompt_tokens", Field<int>(&c.server.max_prompt_tokens, label, AtLeast(0))},
+        {"keepalive_time_s", Field<int>(&c.server.keepalive_time_s, label, AtLeast(1))},
+        {"keepalive_timeout_s", Field<int>(&c.server.keepalive_timeout_s, label, AtLeast(1))}}},
+      {"model",
+       {{"path", Field(&c.model.path, label)},
+        {"dtype", Field(&dtype_name, label,
+                        std::function<std::string(const std::string&)>([](const std::string& v) {
+                          return ParseComputeDType(v).ok() ? "" : "must be f32 or bf16";
+                        }))},
+        {"backend", Field(&c.model.backend, label,
+                          std::function<std::string(const std::string&)>([](const std::string& v) {
+                            return v == "cpu" ? "" : "must be \"cpu\" (the CUDA backend is not built)";
+                          }))},
+        {"threads", Field<int>(&c.model.threads, label, AtLeast(0))},
+        {"dense_experts", Field(&c.model.dense_experts, label)}}},
+      {"scheduler",
+       {{"max_running", Field<int>(&c.scheduler.max_running, label, AtLeast(1))},
+        {"max_batch_tokens", Field<int>(&c.scheduler.max_batch_tokens, label, AtLeast(1))},
+        {"prefill_chunk", Field<int>(&c.scheduler.prefill_chunk, label, AtLeast(1))},
+        {"max_waiting", Field<int>(&c.scheduler.max_waiting, label, AtLeast(0))},
+        {"kv_block_size", Field<int>(&c.scheduler.kv_block_size, label, AtLeast(1))},
+        {"kv_blocks", Field<int64_t>(&c.scheduler.kv_blocks, label, AtLeast64(0))},
+        {"kv_memory_mb", Field<int64_t>(&c.scheduler.kv_memory_mb, label, AtLeast64(1))}}},
+      {"metrics",
+       {{"listen", Field(&c.metrics.listen, label)}, {"per_expert", Field(&c.metrics.per_expert, label)}}},
+  };
+  for (const auto& kv : root) {
+    const std::string name = kv.first.as<std::string>();
+    auto it = sections.find(name);
+    if (it == sections.end()) return KeyError(name, kv.first, label, "unknown section");
+    RETURN_IF_ERROR(ReadSection(kv.second, name, label, it->second));
+  }
+  if (!dtype_name.empty()) c.model.dtype = *ParseComputeDType(dtype_name);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<ServerConfig> ParseServerConfig(const std::string& yaml_text, const std::string& label,
+                                               const std::vector<std::string>& overrides) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(yaml_text);
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(label, ": invalid YAML: ", e.what()));
+  }
+  ServerConfig config;
+  try {  // a non-scalar key is yaml-cpp's exception; report it like any other bad key
+    RETURN_IF_ERROR(Apply(root, label, config));
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(label, ": ", e.what()));
+  }
+  for (const std::string& o : overrides) {
+    const size_t eq = o.find('='), dot = o.find('.');
+    if (eq == std::string::npos || dot == std::string::npos || dot > eq) {
+      return absl::InvalidArgumentError(absl::StrCat("--set \"", o, "\": expected section.key=value"));
+    }
+    YAML::Node value;
+    try {
+      value = YAML::Load(o.substr(eq + 1));
+    } catch (const YAML::Exception& e) {
+      return absl::InvalidArgumentError(absl::StrCat("--set \"", o, "\": invalid value: ", e.what()));
+    }
+    // Re-parse a one-key document so overrides get exactly the file's validation.
+    YAML::Node doc;
+    doc[o.substr(0, dot)][o.substr(dot + 1, eq - dot - 1)] = value.IsNull() ? YAML::Node("") : value;
+    RETURN_IF_ERROR(Apply(doc, "--set", config));
+  }
+  if (config.model.path.empty()) return absl::InvalidArgumentError("config key model.path: required (the model directory)");
+  return config;
+}
+
+absl::StatusOr<ServerConfig> LoadServerConfig(const std::string& path, const std::vector<std::string>& overrides) {
+  std::string text;
+  if (!path.empty()) {
+    std::ifstream in(path);
+    if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open config file"));
+    std::stringstream ss;
+    ss << in.rdbuf();
+    text = ss.str();
+  }
+  return ParseServerConfig(text, path.empty() ? "(defaults)" : path, overrides);
+}
+
+}  // namespace moeserve

@@ -1,0 +1,68 @@
+// The server's YAML configuration (sections server, model, scheduler, metrics) with
+// command-line overrides of single keys. Every error names the key path and, when the value
+// came from the file, its line.
+#ifndef MOESERVE_SERVER_SERVER_CONFIG_H_
+#define MOESERVE_SERVER_SERVER_CONFIG_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "engine/dtype.h"
+
+namespace moeserve {
+
+struct ServerSection {
+  std::string listen = "0.0.0.0:50051";
+  std::string port_file;              // when set, the bound port is written here (port 0 in tests)
+  int64_t max_message_bytes = 4 << 20;
+  double grace_period_s = 30;         // drain time on SIGTERM before cancelling what is left
+  int default_max_new_tokens = 256;
+  int max_new_tokens_limit = 4096;
+  int max_prompt_tokens = 0;          // 0 = the model's context
+  int keepalive_time_s = 30;
+  int keepalive_timeout_s = 10;
+};
+
+struct ModelSection {
+  std::string path;
+  DType dtype = DType::kBF16;
+  std::string backend = "cpu";
+  int threads = 0;
+  bool dense_experts = false;
+};
+
+struct SchedulerSection {
+  int max_running = 64;
+  int max_batch_tokens = 512;
+  int prefill_chunk = 256;
+  int max_waiting = 256;
+  int kv_block_size = 16;
+  int64_t kv_blocks = 0;       // when 0, sized from kv_memory_mb
+  int64_t kv_memory_mb = 512;
+};
+
+struct MetricsSection {
+  std::string listen = "127.0.0.1:9400";  // empty = no metrics endpoint
+  bool per_expert = true;
+};
+
+struct ServerConfig {
+  ServerSection server;
+  ModelSection model;
+  SchedulerSection scheduler;
+  MetricsSection metrics;
+};
+
+// Parses YAML text (`label` names it in errors), then applies overrides "section.key=value"
+// (the value is parsed as YAML). Unknown sections or keys are errors.
+absl::StatusOr<ServerConfig> ParseServerConfig(const std::string& yaml_text, const std::string& label,
+                                               const std::vector<std::string>& overrides);
+
+// Reads `path` (empty = defaults only) and applies `overrides`.
+absl::StatusOr<ServerConfig> LoadServerConfig(const std::string& path, const std::vector<std::string>& overrides);
+
+}  // namespace moeserve
+
+#endif  // MOESERVE_SERVER_SERVER_CONFIG_H_
