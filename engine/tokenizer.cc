@@ -6,7 +6,6 @@
 
 namespace moeserve {
 
-Tokenizer::Tokenizer() : sp_(std::make_unique<SentencePieceAdapter>()) {}
 Tokenizer::~Tokenizer() = default;
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Load(const std::string& dir) {
@@ -15,7 +14,10 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Load(const std::string& di
   if (!std::filesystem::exists(path, ec)) {
     return absl::NotFoundError(absl::StrCat(path, ": no tokenizer (use token-id input)"));
   }
-  std::unique_ptr<Tokenizer> t(new Tokenizer());
+  std::string module_error;
+  auto backend = CreateSentencePieceBackend(&module_error);
+  if (backend == nullptr) return absl::InternalError(absl::StrCat(path, ": ", module_error));
+  std::unique_ptr<Tokenizer> t(new Tokenizer(std::move(backend)));
   const std::string error = t->sp_->Load(path);
   if (!error.empty()) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": cannot load SentencePiece model: ", error));
@@ -85,7 +87,11 @@ size_t CompleteUtf8Prefix(const std::string& s) {
 std::string StreamingDetokenizer::Push(int32_t id) {
   ids_.push_back(id);
   const std::string text = tokenizer_->Decode(ids_);
-  const size_t complete = CompleteUtf8Prefix(text);
+  size_t complete = CompleteUtf8Prefix(text);
+  // SentencePiece decodes an unfinished byte-fallback sequence as U+FFFD; hold a trailing one
+  // back until the next token shows whether the character completes.
+  static constexpr char kReplacement[] = "\xEF\xBF\xBD";
+  while (complete >= emitted_ + 3 && text.compare(complete - 3, 3, kReplacement) == 0) complete -= 3;
   if (complete <= emitted_) return "";
   std::string delta = text.substr(emitted_, complete - emitted_);
   emitted_ = complete;

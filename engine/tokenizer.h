@@ -29,8 +29,8 @@ class Tokenizer {
   int32_t bos_id() const;
 
  private:
-  Tokenizer();
-  std::unique_ptr<SentencePieceAdapter> sp_;
+  explicit Tokenizer(std::unique_ptr<SentencePieceBackend> backend) : sp_(std::move(backend)) {}
+  std::unique_ptr<SentencePieceBackend> sp_;
 };
 
 // Turns a growing list of generated ids into text deltas. Decoding the whole list each time
