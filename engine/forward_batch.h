@@ -34,6 +34,7 @@ struct ForwardOutput {
   int64_t weight_bytes_read = 0;
 
   const float* Logits(int64_t row) const { return logits.data() + row * vocab_size; }
+  float* MutableLogits(int64_t row) { return logits.data() + row * vocab_size; }
 };
 
 }  // namespace moeserve

@@ -1,6 +1,8 @@
 #include "scheduler/scheduler.h"
 
 #include <algorithm>
+#include <limits>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 
@@ -220,9 +222,11 @@ std::vector<Scheduler::PlannedChunk> Scheduler::Plan() {
   for (const auto& s : running_) {
     if (s->pending() > 1) order.push_back(s.get());
   }
-  std::vector<Sequence*> planned;
+  std::vector<Sequence*> planned, preempted;
   for (Sequence* seq : order) {
     if (budget == 0) break;
+    // Preempted earlier in this loop to make room: it is waiting again, not running.
+    if (std::find(preempted.begin(), preempted.end(), seq) != preempted.end()) continue;
     const int64_t n = std::min<int64_t>({seq->pending(), budget, options_.prefill_chunk});
     bool self_preempted = false;
     while (!EnsureBlocks(*seq, n)) {
@@ -235,6 +239,7 @@ std::vector<Scheduler::PlannedChunk> Scheduler::Plan() {
       }
       if (victim == nullptr) break;  // cannot happen: seq itself is unplanned
       if (victim == seq) self_preempted = true;
+      preempted.push_back(victim);
       Preempt(*victim);
       if (self_preempted) break;
     }
@@ -261,8 +266,12 @@ std::vector<Scheduler::PlannedChunk> Scheduler::Plan() {
   return plan;
 }
 
-void Scheduler::SampleNext(Sequence& seq, const float* logits_ptr, TokenEvent& event) {
-  const std::span<const float> logits(logits_ptr, engine_->vocab_size());
+void Scheduler::SampleNext(Sequence& seq, float* logits_ptr, TokenEvent& event) {
+  const std::span<float> logits(logits_ptr, engine_->vocab_size());
+  if (!options_.debug_nan_request_prefix.empty() &&
+      seq.params.request_id.rfind(options_.debug_nan_request_prefix, 0) == 0) {
+    logits[0] = std::numeric_limits<float>::quiet_NaN();
+  }
   if (!AllFinite(logits)) {
     event.finish = FinishReason::kError;
     event.error = "the model produced non-finite logits for this request";
@@ -329,7 +338,7 @@ void Scheduler::RunStep(const std::vector<PlannedChunk>& plan, int preemptions) 
     s.computed += n;
     if (batch.chunks[i].logits != LogitsMode::kLast) continue;
     TokenEvent event;
-    SampleNext(s, output_.Logits(output_.chunk_logits_begin[i]), event);
+    SampleNext(s, output_.MutableLogits(output_.chunk_logits_begin[i]), event);
     generated += static_cast<int>(event.token_ids.size());
     event.prompt_tokens = s.prompt_len;
     event.completion_tokens = s.generated();
@@ -388,6 +397,9 @@ void Scheduler::Loop() {
     PublishStats();
     if (!plan.empty()) RunStep(plan, static_cast<int>(stat_preemptions_.load() - preempted_before));
     PublishStats();
+    if (options_.debug_step_delay_ms > 0) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(options_.debug_step_delay_ms));
+    }
   }
   // Shutdown: whatever is left ends as cancelled.
   TakeInbox();

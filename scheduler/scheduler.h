@@ -15,6 +15,7 @@
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -33,6 +34,11 @@ struct SchedulerOptions {
   int max_batch_tokens = 512;    // tokens per engine step (decodes + prefill chunks)
   int prefill_chunk = 256;       // largest prefill piece of one sequence in one step
   int max_waiting = 256;         // queue limit; beyond it Enqueue is RESOURCE_EXHAUSTED
+  // Fault injection, for tests and drills only: a pause after every step (makes timing-based
+  // behaviour such as deadlines and draining observable on a fast model), and NaN logits for
+  // every request whose request_id starts with this prefix (a model fault in one sequence).
+  int debug_step_delay_ms = 0;
+  std::string debug_nan_request_prefix;
 };
 
 struct SchedulerStats {
@@ -82,7 +88,7 @@ class Scheduler {
   bool EnsureBlocks(Sequence& seq, int64_t num_tokens);
   void Preempt(Sequence& victim);
   void RunStep(const std::vector<PlannedChunk>& plan, int preemptions);
-  void SampleNext(Sequence& seq, const float* logits, TokenEvent& event);
+  void SampleNext(Sequence& seq, float* logits, TokenEvent& event);
   void Finish(uint64_t id, FinishReason reason, std::string error = "");
   void InsertWaiting(std::unique_ptr<Sequence> seq);
   void PublishStats();

@@ -60,6 +60,8 @@ absl::StatusOr<std::unique_ptr<ModelServer>> ModelServer::Start(const ServerConf
   sched.max_batch_tokens = config.scheduler.max_batch_tokens;
   sched.prefill_chunk = config.scheduler.prefill_chunk;
   sched.max_waiting = config.scheduler.max_waiting;
+  sched.debug_step_delay_ms = config.scheduler.debug_step_delay_ms;
+  sched.debug_nan_request_prefix = config.scheduler.debug_nan_request_prefix;
   s->scheduler_ = std::make_unique<Scheduler>(s->engine_.get(), s->tokenizer_.get(), sched);
   s->service_ = std::make_unique<InferenceService>(&s->config_, s->engine_.get(), s->tokenizer_.get(),
                                                    s->scheduler_.get());

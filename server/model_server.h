@@ -24,6 +24,7 @@ class ModelServer {
   ~ModelServer();
 
   int port() const { return port_; }
+  SchedulerStats scheduler_stats() const { return scheduler_->GetStats(); }
 
   // Graceful shutdown: NOT_SERVING, refuse new requests (UNAVAILABLE), let in-flight ones
   // finish for up to the grace period, cancel the rest, stop the server.

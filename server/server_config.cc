@@ -106,7 +106,9 @@ absl::Status Apply(const YAML::Node& root, const std::string& label, ServerConfi
         {"max_waiting", Field<int>(&c.scheduler.max_waiting, label, AtLeast(0))},
         {"kv_block_size", Field<int>(&c.scheduler.kv_block_size, label, AtLeast(1))},
         {"kv_blocks", Field<int64_t>(&c.scheduler.kv_blocks, label, AtLeast64(0))},
-        {"kv_memory_mb", Field<int64_t>(&c.scheduler.kv_memory_mb, label, AtLeast64(1))}}},
+        {"kv_memory_mb", Field<int64_t>(&c.scheduler.kv_memory_mb, label, AtLeast64(1))},
+        {"debug_step_delay_ms", Field<int>(&c.scheduler.debug_step_delay_ms, label, AtLeast(0))},
+        {"debug_nan_request_prefix", Field(&c.scheduler.debug_nan_request_prefix, label)}}},
       {"metrics",
        {{"listen", Field(&c.metrics.listen, label)}, {"per_expert", Field(&c.metrics.per_expert, label)}}},
   };

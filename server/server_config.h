@@ -41,6 +41,8 @@ struct SchedulerSection {
   int kv_block_size = 16;
   int64_t kv_blocks = 0;       // when 0, sized from kv_memory_mb
   int64_t kv_memory_mb = 512;
+  int debug_step_delay_ms = 0;          // fault injection (tests, drills)
+  std::string debug_nan_request_prefix;  // fault injection (tests, drills)
 };
 
 struct MetricsSection {

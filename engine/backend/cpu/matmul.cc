@@ -52,35 +52,43 @@ __attribute__((target("avx2,fma"))) inline __m256 Load8(const uint16_t* w) {
   return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(raw), 16));
 }
 
-template <typename W>
-__attribute__((target("avx2,fma"))) void RowAvx2(const W* w, int64_t n, const float* const* xs, int nt,
-                                                 float* out) {
+// Every token is accumulated in exactly the same order whatever `nt` is (two accumulators
+// over alternating 8-wide blocks, then the scalar tail), so a token's result does not depend
+// on which other tokens share the step: batched, chunked and single-token runs agree bit for
+// bit, which keeps greedy decoding identical under continuous batching and recompute.
+template <typename W, int nt>
+__attribute__((target("avx2,fma"))) void RowAvx2Fixed(const W* w, int64_t n, const float* const* xs,
+                                                      float* out) {
   const int64_t n8 = n & ~int64_t{7};
-  if (nt == 1) {
-    // One token: two accumulators hide the FMA latency.
-    const float* x = xs[0];
-    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-    int64_t i = 0;
-    for (; i + 16 <= n8; i += 16) {
-      a0 = _mm256_fmadd_ps(Load8(w + i), _mm256_loadu_ps(x + i), a0);
-      a1 = _mm256_fmadd_ps(Load8(w + i + 8), _mm256_loadu_ps(x + i + 8), a1);
+  __m256 acc0[kTokenBlock], acc1[kTokenBlock];
+  for (int t = 0; t < nt; ++t) acc0[t] = acc1[t] = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= n8; i += 16) {
+    const __m256 w0 = Load8(w + i), w1 = Load8(w + i + 8);
+    for (int t = 0; t < nt; ++t) {
+      acc0[t] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xs[t] + i), acc0[t]);
+      acc1[t] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xs[t] + i + 8), acc1[t]);
     }
-    for (; i < n8; i += 8) a0 = _mm256_fmadd_ps(Load8(w + i), _mm256_loadu_ps(x + i), a0);
-    float s = HorizontalSum(_mm256_add_ps(a0, a1));
-    for (; i < n; ++i) s += LoadWeight(w, i) * x[i];
-    out[0] = s;
-    return;
   }
-  __m256 acc[kTokenBlock];
-  for (int t = 0; t < nt; ++t) acc[t] = _mm256_setzero_ps();
-  for (int64_t i = 0; i < n8; i += 8) {
-    const __m256 wv = Load8(w + i);
-    for (int t = 0; t < nt; ++t) acc[t] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xs[t] + i), acc[t]);
+  if (i < n8) {
+    const __m256 w0 = Load8(w + i);
+    for (int t = 0; t < nt; ++t) acc0[t] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xs[t] + i), acc0[t]);
   }
   for (int t = 0; t < nt; ++t) {
-    float s = HorizontalSum(acc[t]);
-    for (int64_t i = n8; i < n; ++i) s += LoadWeight(w, i) * xs[t][i];
+    float s = HorizontalSum(_mm256_add_ps(acc0[t], acc1[t]));
+    for (int64_t j = n8; j < n; ++j) s += LoadWeight(w, j) * xs[t][j];
     out[t] = s;
+  }
+}
+
+// Token count as a template argument keeps the accumulators in registers.
+template <typename W>
+void RowAvx2(const W* w, int64_t n, const float* const* xs, int nt, float* out) {
+  switch (nt) {
+    case 1: return RowAvx2Fixed<W, 1>(w, n, xs, out);
+    case 2: return RowAvx2Fixed<W, 2>(w, n, xs, out);
+    case 3: return RowAvx2Fixed<W, 3>(w, n, xs, out);
+    default: return RowAvx2Fixed<W, 4>(w, n, xs, out);
   }
 }
 

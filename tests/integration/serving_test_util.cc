@@ -1,0 +1,74 @@
+#include "tests/integration/serving_test_util.h"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <random>
+#include <thread>
+
+namespace moeserve::testing {
+
+TestServer::TestServer(std::vector<std::string> overrides) {
+  std::vector<std::string> all = {std::string("model.path=") + MOESERVE_TEST_MODEL_DIR, "server.listen=127.0.0.1:0",
+                                  "model.threads=2", "server.grace_period_s=10"};
+  all.insert(all.end(), overrides.begin(), overrides.end());
+  auto config = ParseServerConfig("", "test", all);
+  EXPECT_TRUE(config.ok()) << config.status();
+  auto server = ModelServer::Start(*config);
+  EXPECT_TRUE(server.ok()) << server.status();
+  server_ = std::move(*server);
+  channel_ = grpc::CreateChannel("127.0.0.1:" + std::to_string(server_->port()), grpc::InsecureChannelCredentials());
+  stub_ = v1::Inference::NewStub(channel_);
+}
+
+TestServer::~TestServer() { server_->Shutdown(); }
+
+v1::ModelInfo TestServer::Info() {
+  grpc::ClientContext ctx;
+  v1::ModelInfo info;
+  EXPECT_TRUE(stub_->GetModelInfo(&ctx, v1::GetModelInfoRequest(), &info).ok());
+  return info;
+}
+
+GenerateResult Generate(v1::Inference::Stub& stub, const v1::GenerateRequest& request, int deadline_ms) {
+  GenerateResult result;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(deadline_ms));
+  auto reader = stub.Generate(&ctx, request);
+  v1::GenerateResponse chunk;
+  while (reader->Read(&chunk)) {
+    ++result.chunks;
+    result.tokens.insert(result.tokens.end(), chunk.token_ids().begin(), chunk.token_ids().end());
+    result.text += chunk.text();
+    if (chunk.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) result.finish = chunk.finish_reason();
+    result.last = chunk;
+  }
+  result.status = reader->Finish();
+  return result;
+}
+
+v1::GenerateRequest TokenRequest(const std::vector<int32_t>& prompt, int max_new_tokens) {
+  v1::GenerateRequest r;
+  for (int32_t id : prompt) r.mutable_token_ids()->add_ids(id);
+  r.set_max_new_tokens(max_new_tokens);
+  r.set_ignore_eos(true);
+  return r;
+}
+
+std::vector<int32_t> RandomPrompt(int length, int vocab, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::vector<int32_t> p = {1};
+  for (int i = 1; i < length; ++i) p.push_back(3 + static_cast<int32_t>(rng() % (vocab - 3)));
+  return p;
+}
+
+bool WaitForInfo(TestServer& server, const std::function<bool(const v1::ModelInfo&)>& pred, int timeout_ms) {
+  const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (std::chrono::steady_clock::now() < end) {
+    if (pred(server.Info())) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return false;
+}
+
+}  // namespace moeserve::testing
