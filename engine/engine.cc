@@ -1,6 +1,7 @@
 #include "engine/engine.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
@@ -141,6 +142,7 @@ void Engine::RunLayer(int layer_index, int64_t T) {
   Grow(attn_, T * q_dim);
 
   // Attention block.
+  auto start = std::chrono::steady_clock::now();
   for (int64_t t = 0; t < T; ++t) RmsNorm(&x_[t * H], L.input_norm.data(), H, c.norm_epsilon, &normed_[t * H]);
   const MatMulJob qkv[] = {{&L.q, normed_.data(), H, q_.data(), q_dim},
                            {&L.k, normed_.data(), H, k_.data(), kv_dim},
@@ -156,6 +158,12 @@ void Engine::RunLayer(int layer_index, int64_t T) {
   ParallelMatMul(*pool_, std::span<const MatMulJob>(&o, 1), T);
   out_->weight_bytes_read += L.q.Bytes() + L.k.Bytes() + L.v.Bytes() + L.o.Bytes();
 
+  if (observer_ != nullptr) {
+    const auto now = std::chrono::steady_clock::now();
+    observer_->OnLayerTime(layer_index, LayerOp::kAttention, std::chrono::duration<double>(now - start).count());
+    start = now;
+  }
+
   // FFN block: residual added in place.
   for (int64_t t = 0; t < T; ++t) {
     RmsNorm(&x_[t * H], L.post_attention_norm.data(), H, c.norm_epsilon, &normed_[t * H]);
@@ -164,6 +172,10 @@ void Engine::RunLayer(int layer_index, int64_t T) {
     RunMoe(layer_index, T);
   } else {
     SwiGlu(L.dense, T, x_.data());
+  }
+  if (observer_ != nullptr) {
+    observer_->OnLayerTime(layer_index, L.is_moe ? LayerOp::kMoe : LayerOp::kFfn,
+                           std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   }
 }
 
@@ -190,7 +202,7 @@ void Engine::RunMoe(int layer_index, int64_t T) {
   routing_.Clear();
   for (int64_t t = 0; t < T; ++t) moe.router->RouteToken(&router_logits_[t * E], router_scratch_, routing_);
   for (int64_t t = 0; t < T; ++t) out_->active_counts[layer_index * T + t] = routing_.num_active[t];
-  if (routing_observer_) routing_observer_(layer_index, routing_);
+  if (observer_ != nullptr) observer_->OnRouting(layer_index, routing_);
 
   const Routing* evaluated = &routing_;
   if (options_.dense_experts) {

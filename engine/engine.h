@@ -14,6 +14,7 @@
 
 #include "absl/status/statusor.h"
 #include "engine/attention.h"
+#include "engine/engine_observer.h"
 #include "engine/backend/cpu/thread_pool.h"
 #include "engine/forward_batch.h"
 #include "engine/kv_cache.h"
@@ -31,8 +32,6 @@ struct EngineOptions {
   bool dense_experts = false;  // debug: evaluate every expert (zero weight when not routed)
 };
 
-// Called once per MoE layer and step with the routing of every token of the batch.
-using RoutingObserver = std::function<void(int layer, const Routing& routing)>;
 
 class Engine {
  public:
@@ -42,7 +41,8 @@ class Engine {
   // written to the cache.
   absl::Status Forward(const ForwardBatch& batch, ForwardOutput* out);
 
-  void set_routing_observer(RoutingObserver observer) { routing_observer_ = std::move(observer); }
+  // Not owned; nullptr to detach. Set only between steps.
+  void set_observer(EngineObserver* observer) { observer_ = observer; }
 
   const ModelWeights& weights() const { return *weights_; }
   const ModelConfig& config() const { return weights_->config; }
@@ -65,7 +65,7 @@ class Engine {
   std::unique_ptr<RopeTable> rope_;
   std::unique_ptr<PagedAttention> attention_;
   std::unique_ptr<ExpertExecutor> experts_;
-  RoutingObserver routing_observer_;
+  EngineObserver* observer_ = nullptr;
 
   // Workspaces [T, ...], grown on demand.
   std::vector<TokenPlacement> placement_;

@@ -8,6 +8,10 @@
 
 namespace moeserve {
 
+namespace {
+double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+}  // namespace
+
 const char* FinishReasonName(FinishReason r) {
   switch (r) {
     case FinishReason::kNone: return "none";
@@ -182,7 +186,7 @@ void Scheduler::Finish(uint64_t id, FinishReason reason, std::string error) {
   event.moe_stats = seq->routing;
   event.queued_at = seq->params.arrival;
   event.scheduled_at = seq->scheduled_at;
-  if (observer_) observer_->OnRequestFinished(seq->params, event);
+  if (observer_) observer_->OnRequestFinished(seq->params, event, Seconds(Clock::now() - seq->params.arrival));
   seq->sink->OnEvent(std::move(event));
 }
 
@@ -340,6 +344,15 @@ void Scheduler::RunStep(const std::vector<PlannedChunk>& plan, int preemptions) 
     TokenEvent event;
     SampleNext(s, output_.MutableLogits(output_.chunk_logits_begin[i]), event);
     generated += static_cast<int>(event.token_ids.size());
+    if (!event.token_ids.empty()) {
+      const Clock::time_point now = Clock::now();
+      if (observer_ && s.generated() == 1) {
+        observer_->OnFirstToken(Seconds(now - s.params.arrival), Seconds(s.scheduled_at - s.params.arrival));
+      } else if (observer_) {
+        observer_->OnInterToken(Seconds(now - s.last_token_at));
+      }
+      s.last_token_at = now;
+    }
     event.prompt_tokens = s.prompt_len;
     event.completion_tokens = s.generated();
     event.queued_at = s.params.arrival;
@@ -362,7 +375,7 @@ void Scheduler::RunStep(const std::vector<PlannedChunk>& plan, int preemptions) 
       bool stopped = false;
       event.text += s.stop.Push(s.detokenizer.Flush(), &stopped) + s.stop.Flush();
     }
-    if (observer_) observer_->OnRequestFinished(s.params, event);
+    if (observer_) observer_->OnRequestFinished(s.params, event, Seconds(Clock::now() - s.params.arrival));
     s.sink->OnEvent(std::move(event));
     running_.erase(it);
   }
@@ -397,6 +410,8 @@ void Scheduler::Loop() {
     PublishStats();
     if (!plan.empty()) RunStep(plan, static_cast<int>(stat_preemptions_.load() - preempted_before));
     PublishStats();
+    if (observer_) observer_->OnState(static_cast<int>(running_.size()), static_cast<int>(waiting_.size()),
+                                      blocks_.usage_ratio());
     if (options_.debug_step_delay_ms > 0) {
       std::this_thread::sleep_for(std::chrono::milliseconds(options_.debug_step_delay_ms));
     }

@@ -27,8 +27,14 @@ class SchedulerObserver {
  public:
   virtual ~SchedulerObserver() = default;
   virtual void OnStep(const StepReport& report) {}
+  // Queue state, after every loop iteration (also when no step ran, e.g. after an abort).
+  virtual void OnState(int running, int waiting, double kv_usage) {}
+  // A request's first token: time from arrival (TTFT) and time spent waiting to be scheduled.
+  virtual void OnFirstToken(double ttft_seconds, double queue_seconds) {}
+  // Gap between two consecutive tokens of one request (ITL).
+  virtual void OnInterToken(double seconds) {}
   // A request ended; `event` is its final event (finish reason, counts, MoE stats).
-  virtual void OnRequestFinished(const RequestParams& params, const TokenEvent& event) {}
+  virtual void OnRequestFinished(const RequestParams& params, const TokenEvent& event, double e2e_seconds) {}
 };
 
 }  // namespace moeserve

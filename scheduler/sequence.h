@@ -46,6 +46,7 @@ struct Sequence {
   std::vector<LayerRouting> routing;  // per MoE layer, this request's totals
   int preemptions = 0;
   Clock::time_point scheduled_at{};   // first admission
+  Clock::time_point last_token_at{};  // for inter-token latency
 };
 
 }  // namespace moeserve

@@ -62,7 +62,8 @@ absl::StatusOr<std::unique_ptr<ModelServer>> ModelServer::Start(const ServerConf
   sched.max_waiting = config.scheduler.max_waiting;
   sched.debug_step_delay_ms = config.scheduler.debug_step_delay_ms;
   sched.debug_nan_request_prefix = config.scheduler.debug_nan_request_prefix;
-  s->scheduler_ = std::make_unique<Scheduler>(s->engine_.get(), s->tokenizer_.get(), sched);
+  ASSIGN_OR_RETURN(s->metrics_, ServingMetrics::Create(config, *s->engine_));
+  s->scheduler_ = std::make_unique<Scheduler>(s->engine_.get(), s->tokenizer_.get(), sched, s->metrics_.get());
   s->service_ = std::make_unique<InferenceService>(&s->config_, s->engine_.get(), s->tokenizer_.get(),
                                                    s->scheduler_.get());
 
@@ -85,6 +86,7 @@ absl::StatusOr<std::unique_ptr<ModelServer>> ModelServer::Start(const ServerConf
   }
   SetHealth(s->server_.get(), false);
   RETURN_IF_ERROR(s->WarmUp());
+  s->engine_->set_observer(s->metrics_.get());  // after warm-up: count only real traffic
   s->scheduler_->Start();
   SetHealth(s->server_.get(), true);
   if (!config.server.port_file.empty()) {

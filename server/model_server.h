@@ -13,6 +13,7 @@
 #include "engine/tokenizer.h"
 #include "scheduler/scheduler.h"
 #include "server/inference_service.h"
+#include "server/serving_metrics.h"
 #include "server/server_config.h"
 
 namespace moeserve {
@@ -25,6 +26,7 @@ class ModelServer {
 
   int port() const { return port_; }
   SchedulerStats scheduler_stats() const { return scheduler_->GetStats(); }
+  int metrics_port() const { return metrics_->port(); }
 
   // Graceful shutdown: NOT_SERVING, refuse new requests (UNAVAILABLE), let in-flight ones
   // finish for up to the grace period, cancel the rest, stop the server.
@@ -37,6 +39,7 @@ class ModelServer {
   ServerConfig config_;
   std::unique_ptr<Engine> engine_;
   std::unique_ptr<Tokenizer> tokenizer_;
+  std::unique_ptr<ServingMetrics> metrics_;
   std::unique_ptr<Scheduler> scheduler_;
   std::unique_ptr<InferenceService> service_;
   std::unique_ptr<grpc::Server> server_;

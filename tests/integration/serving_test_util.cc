@@ -10,7 +10,7 @@ namespace moeserve::testing {
 
 TestServer::TestServer(std::vector<std::string> overrides) {
   std::vector<std::string> all = {std::string("model.path=") + MOESERVE_TEST_MODEL_DIR, "server.listen=127.0.0.1:0",
-                                  "model.threads=2", "server.grace_period_s=10"};
+                                  "model.threads=2", "server.grace_period_s=10", "metrics.listen=127.0.0.1:0"};
   all.insert(all.end(), overrides.begin(), overrides.end());
   auto config = ParseServerConfig("", "test", all);
   EXPECT_TRUE(config.ok()) << config.status();

@@ -57,11 +57,11 @@ absl::StatusOr<std::vector<int32_t>> ParseTokenIds(const std::string& text) {
 }
 
 // Routing of every prompt token, per layer, gathered from the engine's observer.
-struct RoutingDump {
+struct RoutingDump : EngineObserver {
   std::vector<std::vector<std::vector<int32_t>>> experts;  // [layer][token][k]
   std::vector<std::vector<std::vector<float>>> weights;
 
-  void Record(int layer, const Routing& r) {
+  void OnRouting(int layer, const Routing& r) override {
     for (int64_t t = 0; t < r.num_tokens(); ++t) {
       std::vector<int32_t> ids;
       std::vector<float> ws;
@@ -139,7 +139,7 @@ absl::Status Run() {
   routing.experts.resize(num_layers);
   routing.weights.resize(num_layers);
   const bool dump_routing = !absl::GetFlag(FLAGS_dump_routing).empty();
-  if (dump_routing) engine->set_routing_observer([&](int layer, const Routing& r) { routing.Record(layer, r); });
+  if (dump_routing) engine->set_observer(&routing);
 
   // Prefill, chunk by chunk.
   const bool dump_logits = !absl::GetFlag(FLAGS_dump_logits).empty();
@@ -164,7 +164,7 @@ absl::Status Run() {
     routed_tokens += n;
   }
   const double prefill_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - prefill_start).count();
-  engine->set_routing_observer(nullptr);
+  engine->set_observer(nullptr);
   if (dump_logits) {
     std::ofstream f(absl::GetFlag(FLAGS_dump_logits), std::ios::binary);
     f.write(reinterpret_cast<const char*>(prompt_logits.data()), prompt_logits.size() * sizeof(float));
