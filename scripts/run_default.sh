@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Sets up, builds and streams a generation from the built-in default model (a small random
-# DECO checkpoint with its own SentencePiece tokenizer, generated at build time).
-# Arguments are passed to moeserve-run, e.g. --prompt "..." --max-new-tokens 64.
+# Sets up, builds and starts the moeserve gRPC server on the built-in default model (a small
+# random DECO checkpoint with its own SentencePiece tokenizer, generated at build time).
+# gRPC on 0.0.0.0:50051, Prometheus metrics on 127.0.0.1:9400. Ctrl-C drains and stops.
+# Extra arguments go to moeserve, e.g. --set scheduler.max_running=16.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/build.sh
-if [ $# -eq 0 ]; then set -- --prompt "Mixture-of-experts models route each token to" --max-new-tokens 48; fi
-exec build/tools/moeserve-run --model build/models/deco-default "$@"
+exec build/server/moeserve --config deploy/config/default.yaml "$@"

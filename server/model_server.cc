@@ -62,7 +62,10 @@ absl::StatusOr<std::unique_ptr<ModelServer>> ModelServer::Start(const ServerConf
   sched.max_waiting = config.scheduler.max_waiting;
   sched.debug_step_delay_ms = config.scheduler.debug_step_delay_ms;
   sched.debug_nan_request_prefix = config.scheduler.debug_nan_request_prefix;
-  ASSIGN_OR_RETURN(s->metrics_, ServingMetrics::Create(config, *s->engine_));
+  // An empty metrics.listen turns metrics off entirely (no observers, no exposer).
+  if (!config.metrics.listen.empty()) {
+    ASSIGN_OR_RETURN(s->metrics_, ServingMetrics::Create(config, *s->engine_));
+  }
   s->scheduler_ = std::make_unique<Scheduler>(s->engine_.get(), s->tokenizer_.get(), sched, s->metrics_.get());
   s->service_ = std::make_unique<InferenceService>(&s->config_, s->engine_.get(), s->tokenizer_.get(),
                                                    s->scheduler_.get());

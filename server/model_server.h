@@ -26,7 +26,7 @@ class ModelServer {
 
   int port() const { return port_; }
   SchedulerStats scheduler_stats() const { return scheduler_->GetStats(); }
-  int metrics_port() const { return metrics_->port(); }
+  int metrics_port() const { return metrics_ ? metrics_->port() : 0; }
 
   // Graceful shutdown: NOT_SERVING, refuse new requests (UNAVAILABLE), let in-flight ones
   // finish for up to the grace period, cancel the rest, stop the server.

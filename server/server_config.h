@@ -46,7 +46,7 @@ struct SchedulerSection {
 };
 
 struct MetricsSection {
-  std::string listen = "127.0.0.1:9400";  // empty = no metrics endpoint
+  std::string listen = "127.0.0.1:9400";  // empty = metrics off (no endpoint, no counting)
   bool per_expert = true;
 };
 
