@@ -13,6 +13,7 @@ ABSL_FLAG(std::string, config, "", "YAML config file (deploy/config/*.yaml)");
 ABSL_FLAG(std::vector<std::string>, set, {}, "comma-separated overrides section.key=value, e.g. model.threads=2");
 ABSL_FLAG(std::string, model, "", "shortcut for --set model.path=DIR");
 ABSL_FLAG(std::string, listen, "", "shortcut for --set server.listen=ADDR");
+ABSL_FLAG(bool, check_config, false, "validate the config (and overrides) and exit: 0 if valid, 1 otherwise");
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage("moeserve --config FILE [--set section.key=value,...]");
@@ -31,6 +32,10 @@ int main(int argc, char** argv) {
   if (!config.ok()) {
     std::cerr << "error: " << config.status().message() << "\n";
     return 1;
+  }
+  if (absl::GetFlag(FLAGS_check_config)) {
+    std::cerr << "config OK\n";
+    return 0;
   }
   auto server = moeserve::ModelServer::Start(*config);
   if (!server.ok()) {

@@ -113,7 +113,7 @@ absl::Status ModelServer::WarmUp() {
 }
 
 void ModelServer::Shutdown() {
-  if (shut_down_) return;
+  if (shut_down_ || server_ == nullptr) return;  // never started (Start failed part-way)
   shut_down_ = true;
   SetHealth(server_.get(), false);
   scheduler_->Drain();

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <random>
+#include <stdexcept>
 #include <thread>
 
 namespace moeserve::testing {
@@ -13,15 +14,18 @@ TestServer::TestServer(std::vector<std::string> overrides) {
                                   "model.threads=2", "server.grace_period_s=10", "metrics.listen=127.0.0.1:0"};
   all.insert(all.end(), overrides.begin(), overrides.end());
   auto config = ParseServerConfig("", "test", all);
-  EXPECT_TRUE(config.ok()) << config.status();
+  if (!config.ok()) throw std::runtime_error(std::string(config.status().message()));
   auto server = ModelServer::Start(*config);
-  EXPECT_TRUE(server.ok()) << server.status();
+  // gtest reports an exception from the test body as a failure with this message.
+  if (!server.ok()) throw std::runtime_error(std::string(server.status().message()));
   server_ = std::move(*server);
   channel_ = grpc::CreateChannel("127.0.0.1:" + std::to_string(server_->port()), grpc::InsecureChannelCredentials());
   stub_ = v1::Inference::NewStub(channel_);
 }
 
-TestServer::~TestServer() { server_->Shutdown(); }
+TestServer::~TestServer() {
+  if (server_) server_->Shutdown();
+}
 
 v1::ModelInfo TestServer::Info() {
   grpc::ClientContext ctx;
