@@ -242,11 +242,16 @@ void GenerationCall::OnCancel() {
 }
 
 void GenerationCall::OnDone() {
-  std::lock_guard<std::mutex> lock(mu_);
-  finishing_ = true;
-  stream_ = nullptr;
-  unary_ = nullptr;
-  unary_response_ = nullptr;
+  std::function<void()> on_done;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    finishing_ = true;
+    stream_ = nullptr;
+    unary_ = nullptr;
+    unary_response_ = nullptr;
+    on_done.swap(on_done_);
+  }
+  if (on_done) on_done();
 }
 
 }  // namespace moeserve

@@ -10,6 +10,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -38,6 +39,9 @@ class GenerationCall : public RequestSink {
   void Reject(const grpc::Status& status);
 
   void OnEvent(TokenEvent event) override;
+
+  // Runs once when gRPC is done with the call (e.g. to release a per-client slot).
+  void set_on_done(std::function<void()> on_done) { on_done_ = std::move(on_done); }
 
  private:
   class StreamReactor;
@@ -69,6 +73,7 @@ class GenerationCall : public RequestSink {
   std::optional<v1::GenerateResponse> final_;    // the last chunk, once it exists
   grpc::Status final_status_;
   v1::GenerateResponse in_flight_;               // the message being written
+  std::function<void()> on_done_;
 };
 
 }  // namespace moeserve

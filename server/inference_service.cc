@@ -21,8 +21,8 @@ std::string Architecture(const ModelConfig& c) {
 }  // namespace
 
 InferenceService::InferenceService(const ServerConfig* config, Engine* engine, const Tokenizer* tokenizer,
-                                   Scheduler* scheduler)
-    : config_(config), engine_(engine), tokenizer_(tokenizer), scheduler_(scheduler) {
+                                   Scheduler* scheduler, AccessControl* access)
+    : config_(config), engine_(engine), tokenizer_(tokenizer), scheduler_(scheduler), access_(access) {
   limits_.vocab_size = engine->vocab_size();
   limits_.max_context = engine->max_context();
   limits_.default_max_new_tokens = config->server.default_max_new_tokens;
@@ -36,17 +36,33 @@ std::string InferenceService::RequestId(const v1::GenerateRequest& request) {
   return absl::StrCat("req-", next_request_.fetch_add(1));
 }
 
-grpc::ServerWriteReactor<v1::GenerateResponse>* InferenceService::Generate(grpc::CallbackServerContext* context,
-                                                                           const v1::GenerateRequest* request) {
-  auto call = std::make_shared<GenerationCall>(GenerationCall::Mode::kStream, scheduler_, context, RequestId(*request));
-  auto* reactor = GenerationCall::MakeStreamReactor(call);
-  auto params = ValidateGenerateRequest(*request, tokenizer_, limits_);
+void InferenceService::Admit(grpc::CallbackServerContext* context, const v1::GenerateRequest& request,
+                             const std::shared_ptr<GenerationCall>& call, const std::string& id) {
+  if (grpc::Status auth = access_->Authenticate(*context); !auth.ok()) {
+    call->Reject(auth);
+    return;
+  }
+  auto params = ValidateGenerateRequest(request, tokenizer_, limits_);
   if (!params.ok()) {
     call->Reject(ToGrpcStatus(params.status()));
-  } else {
-    params->request_id = RequestId(*request);
-    call->Start(call, std::move(*params));
+    return;
   }
+  const std::string client = AccessControl::ClientKey(*context);
+  if (grpc::Status slot = access_->Acquire(client); !slot.ok()) {
+    call->Reject(slot);
+    return;
+  }
+  call->set_on_done([access = access_, client] { access->Release(client); });
+  params->request_id = id;
+  call->Start(call, std::move(*params));
+}
+
+grpc::ServerWriteReactor<v1::GenerateResponse>* InferenceService::Generate(grpc::CallbackServerContext* context,
+                                                                           const v1::GenerateRequest* request) {
+  const std::string id = RequestId(*request);
+  auto call = std::make_shared<GenerationCall>(GenerationCall::Mode::kStream, scheduler_, context, id);
+  auto* reactor = GenerationCall::MakeStreamReactor(call);
+  Admit(context, *request, call, id);
   return reactor;
 }
 
@@ -57,13 +73,7 @@ grpc::ServerUnaryReactor* InferenceService::Complete(grpc::CallbackServerContext
   auto call = std::make_shared<GenerationCall>(GenerationCall::Mode::kUnary, scheduler_, context, id);
   auto* reactor = GenerationCall::MakeUnaryReactor(call, response);
   response->set_request_id(id);
-  auto params = ValidateGenerateRequest(*request, tokenizer_, limits_);
-  if (!params.ok()) {
-    call->Reject(ToGrpcStatus(params.status()));
-  } else {
-    params->request_id = id;
-    call->Start(call, std::move(*params));
-  }
+  Admit(context, *request, call, id);
   return reactor;
 }
 
@@ -71,6 +81,10 @@ grpc::ServerUnaryReactor* InferenceService::Tokenize(grpc::CallbackServerContext
                                                      const v1::TokenizeRequest* request,
                                                      v1::TokenizeResponse* response) {
   auto* reactor = context->DefaultReactor();
+  if (grpc::Status auth = access_->Authenticate(*context); !auth.ok()) {
+    reactor->Finish(auth);
+    return reactor;
+  }
   if (tokenizer_ == nullptr) {
     reactor->Finish(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "this model has no tokenizer"));
     return reactor;
@@ -90,6 +104,11 @@ grpc::ServerUnaryReactor* InferenceService::Tokenize(grpc::CallbackServerContext
 
 grpc::ServerUnaryReactor* InferenceService::GetModelInfo(grpc::CallbackServerContext* context,
                                                          const v1::GetModelInfoRequest*, v1::ModelInfo* info) {
+  if (grpc::Status auth = access_->Authenticate(*context); !auth.ok()) {
+    auto* reactor = context->DefaultReactor();
+    reactor->Finish(auth);
+    return reactor;
+  }
   const ModelConfig& c = engine_->config();
   const ModelWeights& w = engine_->weights();
   info->set_model_path(config_->model.path);

@@ -11,15 +11,19 @@
 #include "engine/tokenizer.h"
 #include "moeserve/v1/inference.grpc.pb.h"
 #include "scheduler/scheduler.h"
+#include "server/access_control.h"
 #include "server/request_validation.h"
 #include "server/server_config.h"
 
 namespace moeserve {
 
+class GenerationCall;
+
 class InferenceService final : public v1::Inference::CallbackService {
  public:
   // All pointers must outlive the service.
-  InferenceService(const ServerConfig* config, Engine* engine, const Tokenizer* tokenizer, Scheduler* scheduler);
+  InferenceService(const ServerConfig* config, Engine* engine, const Tokenizer* tokenizer, Scheduler* scheduler,
+                   AccessControl* access);
 
   grpc::ServerWriteReactor<v1::GenerateResponse>* Generate(grpc::CallbackServerContext* context,
                                                            const v1::GenerateRequest* request) override;
@@ -32,11 +36,15 @@ class InferenceService final : public v1::Inference::CallbackService {
 
  private:
   std::string RequestId(const v1::GenerateRequest& request);
+  // Authenticates and reserves the client's slot; on refusal the call is rejected.
+  void Admit(grpc::CallbackServerContext* context, const v1::GenerateRequest& request,
+             const std::shared_ptr<GenerationCall>& call, const std::string& id);
 
   const ServerConfig* config_;
   Engine* engine_;
   const Tokenizer* tokenizer_;
   Scheduler* scheduler_;
+  AccessControl* access_;
   ValidationLimits limits_;
   std::atomic<uint64_t> next_request_{1};
 };

@@ -4,6 +4,7 @@
 #include <grpcpp/health_check_service_interface.h>
 
 #include <fstream>
+#include <sstream>
 #include <iostream>
 #include <thread>
 
@@ -20,6 +21,29 @@ void SetHealth(grpc::Server* server, bool serving) {
   if (health == nullptr) return;
   health->SetServingStatus(serving);  // overall ("") and every service
   health->SetServingStatus(kServiceName, serving);
+}
+
+absl::StatusOr<std::string> ReadFile(const std::string& key, const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat(key, ": cannot read ", path));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// Plaintext, TLS, or mutual TLS (client certificates required and verified).
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentials(const TlsSection& tls) {
+  if (tls.cert_file.empty()) return grpc::InsecureServerCredentials();
+  grpc::SslServerCredentialsOptions options;
+  grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
+  ASSIGN_OR_RETURN(pair.cert_chain, ReadFile("server.tls.cert_file", tls.cert_file));
+  ASSIGN_OR_RETURN(pair.private_key, ReadFile("server.tls.key_file", tls.key_file));
+  options.pem_key_cert_pairs.push_back(pair);
+  if (!tls.client_ca_file.empty()) {
+    ASSIGN_OR_RETURN(options.pem_root_certs, ReadFile("server.tls.client_ca_file", tls.client_ca_file));
+    options.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+  }
+  return grpc::SslServerCredentials(options);
 }
 
 }  // namespace
@@ -67,13 +91,15 @@ absl::StatusOr<std::unique_ptr<ModelServer>> ModelServer::Start(const ServerConf
     ASSIGN_OR_RETURN(s->metrics_, ServingMetrics::Create(config, *s->engine_));
   }
   s->scheduler_ = std::make_unique<Scheduler>(s->engine_.get(), s->tokenizer_.get(), sched, s->metrics_.get());
+  ASSIGN_OR_RETURN(s->access_, AccessControl::Create(config.server.auth, config.server.max_concurrent_per_client));
   s->service_ = std::make_unique<InferenceService>(&s->config_, s->engine_.get(), s->tokenizer_.get(),
-                                                   s->scheduler_.get());
+                                                   s->scheduler_.get(), s->access_.get());
+  ASSIGN_OR_RETURN(auto credentials, ServerCredentials(config.server.tls));
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(config.server.listen, grpc::InsecureServerCredentials(), &s->port_);
+  builder.AddListeningPort(config.server.listen, credentials, &s->port_);
   builder.RegisterService(s->service_.get());
   builder.SetMaxReceiveMessageSize(static_cast<int>(config.server.max_message_bytes));
   builder.SetMaxSendMessageSize(static_cast<int>(config.server.max_message_bytes));

@@ -41,6 +41,7 @@ class ModelServer {
   std::unique_ptr<Tokenizer> tokenizer_;
   std::unique_ptr<ServingMetrics> metrics_;
   std::unique_ptr<Scheduler> scheduler_;
+  std::unique_ptr<AccessControl> access_;
   std::unique_ptr<InferenceService> service_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;

@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "engine/status_macros.h"
 #include "yaml-cpp/yaml.h"
 
@@ -64,6 +65,13 @@ KeyReader Field(T* out, const std::string& label, std::function<std::string(cons
   };
 }
 
+// A mapping inside a section (server.tls, server.auth).
+KeyReader Nested(const std::string& name, const std::string& label, std::map<std::string, KeyReader> keys) {
+  return [name, label, keys](const YAML::Node& node, const std::string&) {
+    return ReadSection(node, name, label, keys);
+  };
+}
+
 std::function<std::string(const int&)> AtLeast(int lo) {
   return [lo](const int& v) { return v >= lo ? "" : absl::StrCat("must be >= ", lo, ", got ", v); };
 }
@@ -86,7 +94,15 @@ absl::Status Apply(const YAML::Node& root, const std::string& label, ServerConfi
         {"max_new_tokens_limit", Field<int>(&c.server.max_new_tokens_limit, label, AtLeast(1))},
         {"max_prompt_tokens", Field<int>(&c.server.max_prompt_tokens, label, AtLeast(0))},
         {"keepalive_time_s", Field<int>(&c.server.keepalive_time_s, label, AtLeast(1))},
-        {"keepalive_timeout_s", Field<int>(&c.server.keepalive_timeout_s, label, AtLeast(1))}}},
+        {"keepalive_timeout_s", Field<int>(&c.server.keepalive_timeout_s, label, AtLeast(1))},
+        {"max_concurrent_per_client", Field<int>(&c.server.max_concurrent_per_client, label, AtLeast(0))},
+        {"tls", Nested("server.tls", label,
+                       {{"cert_file", Field(&c.server.tls.cert_file, label)},
+                        {"key_file", Field(&c.server.tls.key_file, label)},
+                        {"client_ca_file", Field(&c.server.tls.client_ca_file, label)}})},
+        {"auth", Nested("server.auth", label,
+                        {{"token_file", Field(&c.server.auth.token_file, label)},
+                         {"token_env", Field(&c.server.auth.token_env, label)}})}}},
       {"model",
        {{"path", Field(&c.model.path, label)},
         {"dtype", Field(&dtype_name, label,
@@ -149,12 +165,32 @@ absl::StatusOr<ServerConfig> ParseServerConfig(const std::string& yaml_text, con
     } catch (const YAML::Exception& e) {
       return absl::InvalidArgumentError(absl::StrCat("--set \"", o, "\": invalid value: ", e.what()));
     }
-    // Re-parse a one-key document so overrides get exactly the file's validation.
-    YAML::Node doc;
-    doc[o.substr(0, dot)][o.substr(dot + 1, eq - dot - 1)] = value.IsNull() ? YAML::Node("") : value;
-    RETURN_IF_ERROR(Apply(doc, "--set", config));
+    // Re-parse a one-key document (nested along the dotted path) so overrides get exactly
+    // the file's validation.
+    const std::vector<std::string> path = absl::StrSplit(o.substr(0, eq), '.');
+    YAML::Node leaf = value.IsNull() ? YAML::Node("") : value;
+    for (auto it = path.rbegin(); it != path.rend(); ++it) {
+      YAML::Node parent;
+      parent[*it] = leaf;
+      leaf = parent;
+    }
+    try {
+      RETURN_IF_ERROR(Apply(leaf, "--set", config));
+    } catch (const YAML::Exception& e) {
+      return absl::InvalidArgumentError(absl::StrCat("--set \"", o, "\": ", e.what()));
+    }
   }
   if (config.model.path.empty()) return absl::InvalidArgumentError("config key model.path: required (the model directory)");
+  const TlsSection& tls = config.server.tls;
+  if (tls.cert_file.empty() != tls.key_file.empty()) {
+    return absl::InvalidArgumentError("config keys server.tls.cert_file and server.tls.key_file: set both or neither");
+  }
+  if (!tls.client_ca_file.empty() && tls.cert_file.empty()) {
+    return absl::InvalidArgumentError("config key server.tls.client_ca_file: mutual TLS needs server.tls.cert_file");
+  }
+  if (!config.server.auth.token_file.empty() && !config.server.auth.token_env.empty()) {
+    return absl::InvalidArgumentError("config keys server.auth.token_file and server.auth.token_env: set at most one");
+  }
   return config;
 }
 

@@ -13,6 +13,17 @@
 
 namespace moeserve {
 
+struct TlsSection {
+  std::string cert_file;       // PEM server certificate chain; empty = plaintext
+  std::string key_file;        // PEM private key
+  std::string client_ca_file;  // PEM CA bundle; set = mutual TLS (client certificates required)
+};
+
+struct AuthSection {
+  std::string token_file;  // bearer token in a file, or
+  std::string token_env;   // in this environment variable; both empty = no authentication
+};
+
 struct ServerSection {
   std::string listen = "0.0.0.0:50051";
   std::string port_file;              // when set, the bound port is written here (port 0 in tests)
@@ -23,6 +34,9 @@ struct ServerSection {
   int max_prompt_tokens = 0;          // 0 = the model's context
   int keepalive_time_s = 30;
   int keepalive_timeout_s = 10;
+  int max_concurrent_per_client = 0;  // generations in flight per client address; 0 = no limit
+  TlsSection tls;
+  AuthSection auth;
 };
 
 struct ModelSection {
