@@ -28,8 +28,17 @@ std::vector<std::string> Candidates() {
   return paths;
 }
 
-int OpenFlags() {
+// gcc announces sanitizers with macros, clang through __has_feature.
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define MOESERVE_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define MOESERVE_SANITIZED 1
+#endif
+#endif
+
+int OpenFlags() {
+#if defined(MOESERVE_SANITIZED)
   // Sanitizer runtimes refuse RTLD_DEEPBIND; sanitizer builds must not load gRPC's protobuf
   // and SentencePiece in one process (the engine tests don't).
   return RTLD_NOW | RTLD_LOCAL;

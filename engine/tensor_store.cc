@@ -20,6 +20,27 @@ std::string ShapeString(const std::vector<int64_t>& shape) {
 
 }  // namespace
 
+absl::StatusOr<std::map<std::string, std::string>> ParseShardIndex(const std::string& text, const std::string& label) {
+  nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object() || !j.contains("weight_map") || !j["weight_map"].is_object()) {
+    return absl::InvalidArgumentError(absl::StrCat(label, ": not a JSON object with a \"weight_map\" object"));
+  }
+  std::map<std::string, std::string> weight_map;
+  for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
+    if (!it.value().is_string()) {
+      return absl::InvalidArgumentError(absl::StrCat(label, ": weight_map[\"", it.key(), "\"] is not a file name"));
+    }
+    const std::string shard = it.value().get<std::string>();
+    // Shards live beside the index: no paths, so an index cannot point outside the model.
+    if (shard.empty() || shard.find('/') != std::string::npos || shard == "." || shard == "..") {
+      return absl::InvalidArgumentError(
+          absl::StrCat(label, ": weight_map[\"", it.key(), "\"] = \"", shard, "\" is not a plain file name"));
+    }
+    weight_map[it.key()] = shard;
+  }
+  return weight_map;
+}
+
 absl::StatusOr<std::unique_ptr<TensorStore>> TensorStore::OpenDirectory(const std::string& dir) {
   std::unique_ptr<TensorStore> store(new TensorStore());
   const fs::path single = fs::path(dir) / "model.safetensors";
@@ -43,27 +64,10 @@ absl::StatusOr<std::unique_ptr<TensorStore>> TensorStore::OpenDirectory(const st
   std::ifstream in(index);
   std::stringstream text;
   text << in.rdbuf();
-  nlohmann::json j = nlohmann::json::parse(text.str(), nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded() || !j.is_object() || !j.contains("weight_map") || !j["weight_map"].is_object()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(index.string(), ": not a JSON object with a \"weight_map\" object"));
-  }
+  ASSIGN_OR_RETURN(const auto weight_map, ParseShardIndex(text.str(), index.string()));
   // Open each shard once, then check the map against the shards' contents both ways.
-  std::map<std::string, std::string> weight_map;
   std::set<std::string> shard_names;
-  for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
-    if (!it.value().is_string()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(index.string(), ": weight_map[\"", it.key(), "\"] is not a file name"));
-    }
-    const std::string shard = it.value().get<std::string>();
-    if (shard.empty() || shard.find('/') != std::string::npos || shard == "." || shard == "..") {
-      return absl::InvalidArgumentError(absl::StrCat(
-          index.string(), ": weight_map[\"", it.key(), "\"] = \"", shard, "\" is not a plain file name"));
-    }
-    weight_map[it.key()] = shard;
-    shard_names.insert(shard);
-  }
+  for (const auto& [name, shard] : weight_map) shard_names.insert(shard);
   for (const std::string& shard : shard_names) {
     const fs::path path = fs::path(dir) / shard;
     if (!fs::exists(path, ec)) {

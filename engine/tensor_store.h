@@ -15,6 +15,10 @@
 
 namespace moeserve {
 
+// Parses model.safetensors.index.json: tensor name → shard file name (a plain name beside
+// the index). `label` (the path) prefixes errors.
+absl::StatusOr<std::map<std::string, std::string>> ParseShardIndex(const std::string& text, const std::string& label);
+
 class TensorStore {
  public:
   // Opens `dir`/model.safetensors, or the shards named by `dir`/model.safetensors.index.json.
