@@ -10,6 +10,8 @@ PACKAGES=(
   libabsl-dev libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   libsentencepiece-dev sentencepiece libyaml-cpp-dev prometheus-cpp-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
+  # fuzzing (libFuzzer) and certificates for the TLS tests
+  clang libclang-rt-14-dev
   # tools, reference model and tests
   python3 python3-numpy python3-torch python3-grpcio python3-protobuf
 )
