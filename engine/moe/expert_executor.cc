@@ -86,11 +86,13 @@ void ExpertExecutor::Run(const ExpertBank& bank, const float* m, int64_t num_tok
   entry_weight_.resize(entries);
   std::vector<int32_t>& cursor = active_experts_;  // reused as the fill cursor first
   cursor.assign(expert_offsets_.begin(), expert_offsets_.end() - 1);
+  slot_of_entry_.resize(entries);
   for (int64_t t = 0; t < num_tokens; ++t) {
     for (int32_t i = routing.offsets[t]; i < routing.offsets[t + 1]; ++i) {
       const int32_t slot = cursor[routing.experts[i]]++;
       entry_token_[slot] = static_cast<int32_t>(t);
       entry_weight_[slot] = routing.weights[i];
+      slot_of_entry_[i] = slot;
     }
   }
   active_experts_.clear();
@@ -111,13 +113,21 @@ void ExpertExecutor::Run(const ExpertBank& bank, const float* m, int64_t num_tok
   pool_->ParallelForIndexed(num_active, [&](int slot, int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) UpAndActivate(bank, m, active_experts_[i], slot);
   });
-  // Down projection: work split by output row, so scatter-adds from different experts into
-  // the same token never race.
+  // Down projection, per token over its experts' d-wide slices in ascending expert order (one
+  // reduction per output row), split across threads by output row so no two threads write the
+  // same output. Each row's active slices are read once and stay in cache across the tokens.
+  segment_base_.resize(entries);
+  segment_vec_.resize(entries);
+  for (size_t i = 0; i < entries; ++i) {
+    segment_base_[i] = bank.Down(routing.experts[i]).data;
+    segment_vec_[i] = &hidden_[static_cast<size_t>(slot_of_entry_[i]) * d];
+  }
+  const int64_t row_stride = bank.Down(0).ld;
   pool_->ParallelFor(H, [&](int64_t r0, int64_t r1) {
-    for (int32_t e : active_experts_) {
-      const int32_t begin = expert_offsets_[e], n = expert_offsets_[e + 1] - begin;
-      MatMulRowsScatterAdd(bank.Down(e), &hidden_[static_cast<size_t>(begin) * d], d, n, y, H,
-                           &entry_token_[begin], r0, r1);
+    for (int64_t t = 0; t < num_tokens; ++t) {
+      const int32_t begin = routing.offsets[t], n = routing.offsets[t + 1] - begin;
+      SegmentedRowDots(bank.down.dtype, &segment_base_[begin], &segment_vec_[begin], n, d, row_stride, y + t * H, 1,
+                       r0, r1);
     }
   });
 }

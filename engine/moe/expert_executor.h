@@ -1,6 +1,7 @@
 // Expert-major execution of a routed MoE layer: tokens are grouped by expert, each active
-// expert's weights are read once for all tokens that chose it, inactive experts are never
-// touched, and results are scatter-added back to the tokens.
+// expert's up/gate rows are read once for all tokens that chose it, inactive experts are never
+// touched; the down projection walks each output row once over the active experts' slices
+// and adds every token's contribution.
 //
 // Thread-safety: one executor per serving loop; Run uses the pool and reuses its workspaces.
 #ifndef MOESERVE_ENGINE_MOE_EXPERT_EXECUTOR_H_
@@ -33,6 +34,9 @@ class ExpertExecutor {
   std::vector<int32_t> expert_offsets_;  // [E + 1] into the grouped entries
   std::vector<int32_t> entry_token_;     // grouped by expert
   std::vector<float> entry_weight_;
+  std::vector<int32_t> slot_of_entry_;   // routing entry -> its slot in the grouped order
+  std::vector<const void*> segment_base_;  // per routing entry: its expert's down slice
+  std::vector<const float*> segment_vec_;  // per routing entry: its scaled activations
   std::vector<int32_t> active_experts_;
   std::vector<float> token_mean_;        // NormSiLU mean per token
   std::vector<float> hidden_;            // [entries, d] scaled activations

@@ -17,9 +17,11 @@ namespace moeserve {
 void MatMulRows(const WeightMatrix& w, const float* x, int64_t x_stride, int64_t num_tokens,
                 float* y, int64_t y_stride, int64_t r0, int64_t r1, bool accumulate);
 
-// Like MatMulRows, but token t's result is added to output row y_rows[t] (a scatter-add).
-void MatMulRowsScatterAdd(const WeightMatrix& w, const float* x, int64_t x_stride, int64_t num_tokens,
-                          float* y, int64_t y_stride, const int32_t* y_rows, int64_t r0, int64_t r1);
+// For rows r in [r0, r1): y[r * y_stride] += Σ_s dot(W_s[r, :len], vecs[s][:len]), where
+// W_s's row r starts `r * row_stride` elements after bases[s]. One reduction per row however
+// many segments: the down projection of a token over its active experts' d-wide slices.
+void SegmentedRowDots(DType dtype, const void* const* bases, const float* const* vecs, int segments, int64_t len,
+                      int64_t row_stride, float* y, int64_t y_stride, int64_t r0, int64_t r1);
 
 // One output of a parallel matmul: y[t, :W.rows] (+)= x[t, :] · Wᵀ.
 struct MatMulJob {
