@@ -12,6 +12,8 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   # fuzzing (libFuzzer) and certificates for the TLS tests
   clang libclang-rt-14-dev
+  # a real Prometheus for the observability test
+  prometheus
   # tools, reference model and tests
   python3 python3-numpy python3-torch python3-grpcio python3-protobuf
 )
