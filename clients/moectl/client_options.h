@@ -6,30 +6,48 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/flags/declare.h"
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "moeserve/v1/inference.pb.h"
 
 ABSL_DECLARE_FLAG(std::string, target);
 ABSL_DECLARE_FLAG(bool, json);
 ABSL_DECLARE_FLAG(double, timeout_s);
+ABSL_DECLARE_FLAG(std::string, prompt);
+ABSL_DECLARE_FLAG(uint64_t, seed);
+ABSL_DECLARE_FLAG(std::vector<std::string>, stop);
 
 namespace moeserve::moectl {
 
-// A channel to --target, plaintext or TLS (--tls, --ca_cert, --client_cert, --client_key).
+// Exit statuses.
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitRpcError = 1;
+inline constexpr int kExitUsage = 2;
+
+// A channel to --target: TLS with --tls (--ca_cert, --client_cert, --client_key,
+// --tls_server_name), plaintext otherwise. Unreadable files are usage errors.
 absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel();
 
-// A context with --timeout_s and the bearer token of --token_file / $MOESERVE_TOKEN, if any.
-void PrepareContext(grpc::ClientContext& context);
+// Applies --timeout_s (or default_timeout_s when --timeout_s is 0 and it is > 0) and the bearer
+// token of --token_file / $MOESERVE_TOKEN (read by MakeChannel), if any.
+void PrepareContext(grpc::ClientContext& context, double default_timeout_s = 0);
 
 // The GenerateRequest described by the request flags (--prompt/--token_ids, sampling, stops).
 absl::StatusOr<v1::GenerateRequest> RequestFromFlags();
 
-// Prints "error: CODE: message" and returns exit status 1.
+// "OK", "INVALID_ARGUMENT", ...
+const char* StatusCodeName(grpc::StatusCode code);
+
+// Prints "error: CODE: message" to stderr; returns kExitRpcError.
 int ReportRpcError(const grpc::Status& status);
 
-// A message as one line of JSON (protobuf's JSON mapping).
+// Prints "error: message" to stderr; returns kExitUsage.
+int ReportUsageError(const absl::Status& status);
+
+// A message as one line of JSON (protobuf's JSON mapping, proto field names, defaults shown).
 std::string ToJson(const google::protobuf::Message& message);
 
 }  // namespace moeserve::moectl

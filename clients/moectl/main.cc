@@ -1,41 +1,31 @@
 // moectl: command-line client of moeserve.
-//   moectl generate --prompt "..." [--max_new_tokens N] [--target host:port] [--json]
-//   moectl complete | tokenize | info | health | bench [flags]
+//   moectl generate --target host:port --prompt "Experts are" --max_new_tokens 32
+//   moectl complete | tokenize | info | health | bench [flags]      (moectl --help for all)
 #include <iostream>
 #include <string>
-#include <vector>
 
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
+#include "clients/moectl/args.h"
+#include "clients/moectl/client_options.h"
 #include "clients/moectl/commands.h"
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
-      "moectl <generate|complete|tokenize|info|health|bench> [--target host:port] [--json] [flags]");
-  // Accept --flag-name as well as --flag_name.
-  std::vector<std::string> args(argv, argv + argc);
-  std::vector<char*> argp;
-  for (std::string& a : args) {
-    if (a.rfind("--", 0) == 0) {
-      for (size_t i = 2; i < std::min(a.find('='), a.size()); ++i) {
-        if (a[i] == '-') a[i] = '_';
-      }
-    }
-    argp.push_back(a.data());
-  }
-  const std::vector<char*> positional = absl::ParseCommandLine(static_cast<int>(argp.size()), argp.data());
-  if (positional.size() != 2) {
-    std::cerr << "usage: moectl <generate|complete|tokenize|info|health|bench> [flags]  (--help for flags)\n";
-    return 2;
-  }
-  const std::string command = positional[1];
   using namespace moeserve::moectl;
-  if (command == "generate") return Generate();
-  if (command == "complete") return Complete();
-  if (command == "tokenize") return Tokenize();
-  if (command == "info") return Info();
-  if (command == "health") return Health();
-  if (command == "bench") return Bench();
-  std::cerr << "moectl: unknown command \"" << command << "\"\n";
-  return 2;
+  auto command = ParseArgs(argc, argv);
+  if (!command.ok()) {
+    ReportUsageError(command.status());
+    std::cerr << "usage: moectl <generate|complete|tokenize|info|health|bench> [flags]  (--help for flags)\n";
+    return kExitUsage;
+  }
+  if (*command == "help") {
+    std::cout << UsageText();
+    return kExitOk;
+  }
+  if (*command == "generate") return Generate();
+  if (*command == "complete") return Complete();
+  if (*command == "tokenize") return Tokenize();
+  if (*command == "info") return Info();
+  if (*command == "health") return Health();
+  if (*command == "bench") return Bench();
+  std::cerr << "error: unknown command \"" << *command << "\" (moectl --help lists them)\n";
+  return kExitUsage;
 }

@@ -1,4 +1,4 @@
-"""Python client of moeserve (gRPC, package moeserve.v1)."""
-from .client import Chunk, Client, LayerStats
+"""Python client of moeserve (gRPC, package moeserve.v1). See clients/python/README.md."""
+from .client import (Chunk, Client, GenerateStream, LayerMoeStats, MoeserveError, TokenLogprob, TopLogprob)
 
-__all__ = ["Chunk", "Client", "LayerStats"]
+__all__ = ["Chunk", "Client", "GenerateStream", "LayerMoeStats", "MoeserveError", "TokenLogprob", "TopLogprob"]
