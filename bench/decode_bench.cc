@@ -63,7 +63,7 @@ int Main() {
   for (int run = 0; run < absl::GetFlag(FLAGS_runs); ++run) {
     ForwardOutput out;
     ForwardBatch prefill;
-    prefill.chunks.push_back({prompt, 0, blocks, LogitsMode::kLast});
+    prefill.chunks.push_back({prompt, 0, blocks, LogitsMode::kLast, ExpertBudget{}});
     if (!engine.Forward(prefill, &out).ok()) return 1;
     Sampler sampler(SamplingParams{});
     std::vector<int32_t> history = prompt;
@@ -73,7 +73,7 @@ int Main() {
       history.push_back(sampler.Sample(out.logits, history).id);
       ForwardBatch step;
       step.chunks.push_back({std::span<const int32_t>(&history.back(), 1),
-                             static_cast<int32_t>(history.size() - 1), blocks, LogitsMode::kLast});
+                             static_cast<int32_t>(history.size() - 1), blocks, LogitsMode::kLast, ExpertBudget{}});
       if (!engine.Forward(step, &out).ok()) return 1;
       bytes += out.weight_bytes_read;
     }

@@ -30,7 +30,7 @@ MOECTL = os.path.join(BUILD, "clients", "moectl", "moectl")
 def bench(target, concurrency, num_requests, input_len=32, output_len=128):
     out = subprocess.run([MOECTL, "bench", f"--target={target}", f"--concurrency={concurrency}",
                           f"--num_requests={num_requests}", f"--input_len={input_len}", f"--output_len={output_len}",
-                          "--len_jitter=0", "--bench_seed=1"], capture_output=True, text=True, check=True, timeout=900)
+                          "--len_jitter=0", "--seed=1", "--json"], capture_output=True, text=True, check=True, timeout=900)
     return json.loads(out.stdout)
 
 

@@ -19,7 +19,31 @@ void RmsNorm(const float* x, const float* w, int64_t n, float eps, float* y) {
   for (int64_t i = 0; i < n; ++i) y[i] = x[i] * inv * w[i];
 }
 
+// y = (x − μ) / sqrt(mean((x − μ)²) + eps) ⊙ w + b (biased variance), statistics in double.
+void LayerNorm(const float* x, const float* w, const float* b, int64_t n, float eps, float* y) {
+  double sum = 0;
+  for (int64_t i = 0; i < n; ++i) sum += x[i];
+  const double mean = sum / n;
+  double sq = 0;
+  for (int64_t i = 0; i < n; ++i) sq += (x[i] - mean) * (x[i] - mean);
+  const double inv = 1.0 / std::sqrt(sq / n + eps);
+  for (int64_t i = 0; i < n; ++i) y[i] = static_cast<float>((x[i] - mean) * inv) * w[i] + b[i];
+}
+
 inline float Silu(float x) { return x / (1.0f + std::exp(-x)); }
+
+// Exact erf GELU (not the tanh approximation).
+inline float Gelu(float x) { return 0.5f * x * (1.0f + std::erf(x * 0.70710678118654752f)); }
+
+// rows[t, :] += bias for t < T (rows of `stride` floats); nothing when bias is empty.
+void AddRowBias(float* rows, int64_t T, int64_t stride, const std::vector<float>& bias) {
+  if (bias.empty()) return;
+  const int64_t n = static_cast<int64_t>(bias.size());
+  for (int64_t t = 0; t < T; ++t) {
+    float* r = rows + t * stride;
+    for (int64_t i = 0; i < n; ++i) r[i] += bias[i];
+  }
+}
 
 template <typename T>
 void Grow(std::vector<T>& v, size_t n) {
@@ -44,7 +68,9 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
     return absl::InvalidArgumentError("KV cache needs block_size >= 1 and at least one block");
   }
   e->cache_ = std::make_unique<KvCache>(kv);
-  e->rope_ = std::make_unique<RopeTable>(c.max_position_embeddings, static_cast<int>(c.head_dim), c.rope_theta);
+  if (c.positions == PositionKind::kRope) {
+    e->rope_ = std::make_unique<RopeTable>(c.max_position_embeddings, static_cast<int>(c.head_dim), c.rope_theta);
+  }
   e->attention_ = std::make_unique<PagedAttention>(
       e->pool_.get(), AttentionShape{static_cast<int>(c.num_heads.value), kv.num_kv_heads, kv.head_dim});
   e->experts_ = std::make_unique<ExpertExecutor>(e->pool_.get());
@@ -56,6 +82,9 @@ absl::Status Engine::Validate(const ForwardBatch& batch) const {
   for (size_t s = 0; s < batch.chunks.size(); ++s) {
     const SequenceChunk& chunk = batch.chunks[s];
     if (chunk.tokens.empty()) return absl::InvalidArgumentError(absl::StrCat("chunk ", s, ": no tokens"));
+    if (const char* bad = chunk.budget.Invalid(); bad != nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat("chunk ", s, ": expert budget ", bad));
+    }
     for (int32_t id : chunk.tokens) {
       if (id < 0 || id >= vocab_size()) {
         return absl::InvalidArgumentError(
@@ -88,16 +117,26 @@ absl::Status Engine::Forward(const ForwardBatch& batch, ForwardOutput* out) {
   for (const SequenceChunk& c : batch.chunks) T += static_cast<int64_t>(c.tokens.size());
 
   placement_.clear();
+  token_budget_.clear();
   Grow(x_, T * H);
+  const bool learned_positions = !w.pos_embed.empty();
+  if (learned_positions) Grow(normed_, H);
   for (const SequenceChunk& c : batch.chunks) {
     for (size_t i = 0; i < c.tokens.size(); ++i) {
       const int64_t t = static_cast<int64_t>(placement_.size());
-      placement_.push_back({c.start_position + static_cast<int32_t>(i), c.block_table.data()});
-      ConvertToF32(w.embed.dtype, w.embed.RowPtr(c.tokens[i]), H, &x_[t * H]);
+      const int32_t position = c.start_position + static_cast<int32_t>(i);
+      placement_.push_back({position, c.block_table.data()});
+      token_budget_.push_back(c.budget);
+      float* x = &x_[t * H];
+      ConvertToF32(w.embed.dtype, w.embed.RowPtr(c.tokens[i]), H, x);
+      if (learned_positions) {  // x_p = embed_tokens[t_p] + embed_positions[p]
+        ConvertToF32(w.pos_embed.dtype, w.pos_embed.RowPtr(position), H, normed_.data());
+        for (int64_t j = 0; j < H; ++j) x[j] += normed_[j];
+      }
     }
   }
   out->active_counts.assign(w.layers.size() * T, 0);
-  out->weight_bytes_read = T * H * DTypeSize(w.embed.dtype);  // embedding rows
+  out->weight_bytes_read = T * H * DTypeSize(w.embed.dtype) * (learned_positions ? 2 : 1);  // embedding rows
   out_ = out;
   for (int layer = 0; layer < static_cast<int>(w.layers.size()); ++layer) RunLayer(layer, T);
 
@@ -118,9 +157,7 @@ absl::Status Engine::Forward(const ForwardBatch& batch, ForwardOutput* out) {
   }
   const int64_t R = static_cast<int64_t>(rows.size());
   Grow(normed_, R * H);
-  for (int64_t r = 0; r < R; ++r) {
-    RmsNorm(&x_[rows[r] * H], w.final_norm.data(), H, w.config.norm_epsilon, &normed_[r * H]);
-  }
+  for (int64_t r = 0; r < R; ++r) Norm(&x_[rows[r] * H], w.final_norm, w.final_norm_bias, &normed_[r * H]);
   out->logits.resize(R * V);
   const MatMulJob head{&w.head, normed_.data(), H, out->logits.data(), V};
   ParallelMatMul(*pool_, std::span<const MatMulJob>(&head, 1), R);
@@ -143,19 +180,25 @@ void Engine::RunLayer(int layer_index, int64_t T) {
 
   // Attention block.
   auto start = std::chrono::steady_clock::now();
-  for (int64_t t = 0; t < T; ++t) RmsNorm(&x_[t * H], L.input_norm.data(), H, c.norm_epsilon, &normed_[t * H]);
+  for (int64_t t = 0; t < T; ++t) Norm(&x_[t * H], L.input_norm, L.input_norm_bias, &normed_[t * H]);
   const MatMulJob qkv[] = {{&L.q, normed_.data(), H, q_.data(), q_dim},
                            {&L.k, normed_.data(), H, k_.data(), kv_dim},
                            {&L.v, normed_.data(), H, v_.data(), kv_dim}};
   ParallelMatMul(*pool_, qkv, T);
-  for (int64_t t = 0; t < T; ++t) {
-    rope_->Apply(&q_[t * q_dim], static_cast<int>(c.num_heads.value), placement_[t].position);
-    rope_->Apply(&k_[t * kv_dim], static_cast<int>(c.num_kv_groups.value), placement_[t].position);
+  AddRowBias(q_.data(), T, q_dim, L.q_bias);
+  AddRowBias(k_.data(), T, kv_dim, L.k_bias);
+  AddRowBias(v_.data(), T, kv_dim, L.v_bias);
+  if (rope_ != nullptr) {
+    for (int64_t t = 0; t < T; ++t) {
+      rope_->Apply(&q_[t * q_dim], static_cast<int>(c.num_heads.value), placement_[t].position);
+      rope_->Apply(&k_[t * kv_dim], static_cast<int>(c.num_kv_groups.value), placement_[t].position);
+    }
   }
   attention_->Store(*cache_, layer_index, placement_, k_.data(), v_.data());
   attention_->Attend(*cache_, layer_index, placement_, q_.data(), attn_.data());
   const MatMulJob o{&L.o, attn_.data(), q_dim, x_.data(), H, /*accumulate=*/true};
   ParallelMatMul(*pool_, std::span<const MatMulJob>(&o, 1), T);
+  AddRowBias(x_.data(), T, H, L.o_bias);
   out_->weight_bytes_read += L.q.Bytes() + L.k.Bytes() + L.v.Bytes() + L.o.Bytes();
 
   if (observer_ != nullptr) {
@@ -165,13 +208,11 @@ void Engine::RunLayer(int layer_index, int64_t T) {
   }
 
   // FFN block: residual added in place.
-  for (int64_t t = 0; t < T; ++t) {
-    RmsNorm(&x_[t * H], L.post_attention_norm.data(), H, c.norm_epsilon, &normed_[t * H]);
-  }
+  for (int64_t t = 0; t < T; ++t) Norm(&x_[t * H], L.post_attention_norm, L.post_attention_norm_bias, &normed_[t * H]);
   if (L.is_moe) {
     RunMoe(layer_index, T);
   } else {
-    SwiGlu(L.dense, T, x_.data());
+    Ffn(L.dense, T, x_.data());
   }
   if (observer_ != nullptr) {
     observer_->OnLayerTime(layer_index, L.is_moe ? LayerOp::kMoe : LayerOp::kFfn,
@@ -179,16 +220,35 @@ void Engine::RunLayer(int layer_index, int64_t T) {
   }
 }
 
-void Engine::SwiGlu(const SwiGluWeights& w, int64_t T, float* y) {
-  const int64_t H = weights_->config.hidden_size.value, F = w.gate.rows;
+void Engine::Norm(const float* x, const std::vector<float>& weight, const std::vector<float>& bias, float* y) const {
+  const ModelConfig& c = weights_->config;
+  if (c.norm == NormKind::kLayer) {
+    LayerNorm(x, weight.data(), bias.data(), c.hidden_size.value, c.norm_epsilon, y);
+  } else {
+    RmsNorm(x, weight.data(), c.hidden_size.value, c.norm_epsilon, y);
+  }
+}
+
+void Engine::Ffn(const FfnWeights& w, int64_t T, float* y) {
+  const int64_t H = weights_->config.hidden_size.value, F = w.up.rows;
   Grow(ffn_gate_, T * F);
   Grow(ffn_up_, T * F);
-  const MatMulJob gate_up[] = {{&w.gate, normed_.data(), H, ffn_gate_.data(), F},
-                               {&w.up, normed_.data(), H, ffn_up_.data(), F}};
-  ParallelMatMul(*pool_, gate_up, T);
-  for (int64_t i = 0; i < T * F; ++i) ffn_gate_[i] = Silu(ffn_gate_[i]) * ffn_up_[i];
+  if (w.gated()) {  // SwiGLU: silu(gate·m + b_g) ⊙ (up·m + b_u)
+    const MatMulJob gate_up[] = {{&w.gate, normed_.data(), H, ffn_gate_.data(), F},
+                                 {&w.up, normed_.data(), H, ffn_up_.data(), F}};
+    ParallelMatMul(*pool_, gate_up, T);
+    AddRowBias(ffn_gate_.data(), T, F, w.gate_bias);
+    AddRowBias(ffn_up_.data(), T, F, w.up_bias);
+    for (int64_t i = 0; i < T * F; ++i) ffn_gate_[i] = Silu(ffn_gate_[i]) * ffn_up_[i];
+  } else {  // exact GELU: gelu(up·m + b_u)
+    const MatMulJob up{&w.up, normed_.data(), H, ffn_gate_.data(), F};
+    ParallelMatMul(*pool_, std::span<const MatMulJob>(&up, 1), T);
+    AddRowBias(ffn_gate_.data(), T, F, w.up_bias);
+    for (int64_t i = 0; i < T * F; ++i) ffn_gate_[i] = Gelu(ffn_gate_[i]);
+  }
   const MatMulJob down{&w.down, ffn_gate_.data(), F, y, H, /*accumulate=*/true};
   ParallelMatMul(*pool_, std::span<const MatMulJob>(&down, 1), T);
+  AddRowBias(y, T, H, w.down_bias);
   out_->weight_bytes_read += w.gate.Bytes() + w.up.Bytes() + w.down.Bytes();
 }
 
@@ -200,7 +260,13 @@ void Engine::RunMoe(int layer_index, int64_t T) {
   const MatMulJob router{&moe.router_weight, normed_.data(), H, router_logits_.data(), E};
   ParallelMatMul(*pool_, std::span<const MatMulJob>(&router, 1), T);
   routing_.Clear();
-  for (int64_t t = 0; t < T; ++t) moe.router->RouteToken(&router_logits_[t * E], router_scratch_, routing_);
+  // Worst case: every expert for every token (ties in LapSum, DECO's `normal` norm).
+  routing_.experts.reserve(T * E);
+  routing_.weights.reserve(T * E);
+  routing_.active.reserve(T * E);
+  for (int64_t t = 0; t < T; ++t) {
+    moe.router->RouteToken(&router_logits_[t * E], router_scratch_, routing_, token_budget_[t]);
+  }
   for (int64_t t = 0; t < T; ++t) out_->active_counts[layer_index * T + t] = routing_.num_active[t];
   if (observer_ != nullptr) observer_->OnRouting(layer_index, routing_);
 
@@ -213,7 +279,7 @@ void Engine::RunMoe(int layer_index, int64_t T) {
   const ExpertBank& bank = moe.experts;
   const int64_t per_expert = (bank.gated() ? 3 : 2) * bank.width * H * DTypeSize(bank.up.dtype);
   out_->weight_bytes_read += moe.router_weight.Bytes() + experts_->last_union_size() * per_expert;
-  if (moe.shared) SwiGlu(*moe.shared, T, x_.data());
+  if (moe.shared) Ffn(*moe.shared, T, x_.data());
 }
 
 }  // namespace moeserve

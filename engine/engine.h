@@ -1,4 +1,5 @@
-// The CPU engine: one batched forward pass per call over a paged KV cache (spec deco.md §3).
+// The CPU engine: one batched forward pass per call over a paged KV cache (spec deco.md §3,
+// softmoe.md §7.2.3).
 // Owns the model weights, the thread pool and every workspace, so a step allocates nothing
 // once the workspaces have grown to the largest batch seen.
 //
@@ -56,19 +57,22 @@ class Engine {
   absl::Status Validate(const ForwardBatch& batch) const;
   void RunLayer(int layer_index, int64_t T);
   void RunMoe(int layer_index, int64_t T);
-  void SwiGlu(const SwiGluWeights& w, int64_t T, float* y);
+  void Ffn(const FfnWeights& w, int64_t T, float* y);
+  // The model's norm (RMSNorm, or LayerNorm with `bias`) of one token's H values.
+  void Norm(const float* x, const std::vector<float>& weight, const std::vector<float>& bias, float* y) const;
 
   EngineOptions options_;
   std::unique_ptr<ModelWeights> weights_;
   std::unique_ptr<ThreadPool> pool_;
   std::unique_ptr<KvCache> cache_;
-  std::unique_ptr<RopeTable> rope_;
+  std::unique_ptr<RopeTable> rope_;  // null with learned absolute positions
   std::unique_ptr<PagedAttention> attention_;
   std::unique_ptr<ExpertExecutor> experts_;
   EngineObserver* observer_ = nullptr;
 
   // Workspaces [T, ...], grown on demand.
   std::vector<TokenPlacement> placement_;
+  std::vector<ExpertBudget> token_budget_;  // [T], from each token's chunk
   std::vector<float> x_, normed_, q_, k_, v_, attn_, ffn_gate_, ffn_up_, router_logits_;
   ForwardOutput* out_ = nullptr;  // the step's output, while Forward runs
   Routing routing_, dense_routing_;

@@ -7,6 +7,8 @@
 #include <span>
 #include <vector>
 
+#include "engine/expert_budget.h"
+
 namespace moeserve {
 
 enum class LogitsMode { kNone, kLast, kAll };
@@ -17,6 +19,7 @@ struct SequenceChunk {
   int32_t start_position = 0;             // absolute position of tokens[0] in the sequence
   std::span<const int32_t> block_table;   // KV blocks covering positions [0, start + size)
   LogitsMode logits = LogitsMode::kLast;
+  ExpertBudget budget;                    // per-token expert budget; default = exact routing
 };
 
 struct ForwardBatch {

@@ -1,5 +1,6 @@
 #include "engine/model_config.h"
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -112,19 +113,8 @@ absl::StatusOr<E> ParseEnum(const ConfigReader& r, const char* key, const std::s
   return r.Error(key, absl::StrCat("has unknown value \"", s, "\" (supported: ", allowed, ")"));
 }
 
-absl::Status ParseMoe(const ConfigReader& r, const Json& j, ModelConfig& c) {
-  ASSIGN_OR_RETURN(auto experts, r.Int("num_experts"));
-  if (!experts) return absl::OkStatus();  // dense model
-  if (*experts < 1) return r.Error("num_experts", "must be positive");
-  c.num_experts = *experts;
-  ASSIGN_OR_RETURN(auto width, r.Int("moe_ffn_hidden_size"));
-  if (!width || *width < 1) return r.Error("moe_ffn_hidden_size", "must be a positive integer for an MoE model");
-  c.expert_width = *width;
-  ASSIGN_OR_RETURN(auto shared, r.Int("moe_shared_expert_intermediate_size"));
-  if (shared && *shared < 0) return r.Error("moe_shared_expert_intermediate_size", "must be >= 0");
-  c.shared_width = shared.value_or(0);
-
-  // moe_layer_freq: list of 0/1 per layer, or int N (layer i is MoE iff i % N == 0).
+// moe_layer_freq: list of 0/1 per layer, or int N (layer i is MoE iff i % N == 0).
+absl::Status ParseLayerFreq(const ConfigReader& r, const Json& j, ModelConfig& c) {
   const int64_t layers = c.num_layers.value;
   c.moe_layer.assign(layers, true);
   if (r.Has("moe_layer_freq")) {
@@ -148,6 +138,22 @@ absl::Status ParseMoe(const ConfigReader& r, const Json& j, ModelConfig& c) {
       return r.Error("moe_layer_freq", "must be an integer or a list of 0/1");
     }
   }
+  return absl::OkStatus();
+}
+
+absl::Status ParseMoe(const ConfigReader& r, const Json& j, ModelConfig& c) {
+  ASSIGN_OR_RETURN(auto experts, r.Int("num_experts"));
+  if (!experts) return absl::OkStatus();  // dense model
+  if (*experts < 1) return r.Error("num_experts", "must be positive");
+  c.num_experts = *experts;
+  ASSIGN_OR_RETURN(auto width, r.Int("moe_ffn_hidden_size"));
+  if (!width || *width < 1) return r.Error("moe_ffn_hidden_size", "must be a positive integer for an MoE model");
+  c.expert_width = *width;
+  ASSIGN_OR_RETURN(auto shared, r.Int("moe_shared_expert_intermediate_size"));
+  if (shared && *shared < 0) return r.Error("moe_shared_expert_intermediate_size", "must be >= 0");
+  c.shared_width = shared.value_or(0);
+
+  RETURN_IF_ERROR(ParseLayerFreq(r, j, c));
 
   ASSIGN_OR_RETURN(c.use_blockffn, r.Bool("use_blockffn", false));
   if (c.use_blockffn) {
@@ -208,7 +214,256 @@ absl::Status ParseMoe(const ConfigReader& r, const Json& j, ModelConfig& c) {
   return absl::OkStatus();
 }
 
+// ---- SoftMoE (spec softmoe.md §7.2.1): every key typed strictly; null = absent.
+
+absl::StatusOr<int64_t> RequiredInt(const ConfigReader& r, const char* key, int64_t min) {
+  ASSIGN_OR_RETURN(auto v, r.Int(key));
+  if (!v) return r.Error(key, "is missing");
+  if (*v < min) return r.Error(key, absl::StrCat("must be >= ", min, ", got ", *v));
+  return *v;
+}
+
+// A required string enum; `null` counts as absent.
+template <typename E>
+absl::StatusOr<E> RequiredEnum(const ConfigReader& r, const char* key,
+                               std::initializer_list<std::pair<const char*, E>> values) {
+  std::string allowed;
+  for (const auto& [name, value] : values) absl::StrAppend(&allowed, allowed.empty() ? "" : ", ", "\"", name, "\"");
+  if (!r.Has(key)) return r.Error(key, absl::StrCat("is missing (one of ", allowed, ")"));
+  ASSIGN_OR_RETURN(std::string s, r.String(key, ""));
+  for (const auto& [name, value] : values) {
+    if (s == name) return value;
+  }
+  return r.Error(key, absl::StrCat("has unknown value \"", s, "\" (supported: ", allowed, ")"));
+}
+
+// A number (JSON integer or float, not a bool), finite.
+absl::StatusOr<double> NumberValue(const ConfigReader& r, const char* key, const Json& v, const std::string& where) {
+  if (!v.is_number()) return r.Error(key, absl::StrCat(where, "must be a number, got ", v.dump()));
+  const double d = v.get<double>();
+  if (!std::isfinite(d)) return r.Error(key, absl::StrCat(where, "must be finite"));
+  return d;
+}
+
+absl::StatusOr<std::optional<std::vector<double>>> NumberList(const ConfigReader& r, const Json& j, const char* key,
+                                                              int64_t expected_size, const char* size_what) {
+  if (!r.Has(key)) return std::optional<std::vector<double>>();
+  const Json& v = j[key];
+  if (!v.is_array()) return r.Error(key, absl::StrCat("must be a list of numbers, got ", v.dump()));
+  std::vector<double> out;
+  for (size_t i = 0; i < v.size(); ++i) {
+    ASSIGN_OR_RETURN(double d, NumberValue(r, key, v[i], absl::StrCat("entry ", i, " ")));
+    out.push_back(d);
+  }
+  if (static_cast<int64_t>(out.size()) != expected_size) {
+    return r.Error(key, absl::StrCat("has ", out.size(), " entries; it needs one per MoE layer (", size_what, "=",
+                                     expected_size, ")"));
+  }
+  return std::optional<std::vector<double>>(std::move(out));
+}
+
+absl::Status ParseSoftMoe(const ConfigReader& r, const Json& j, ModelConfig& c) {
+  c.family = ModelFamily::kSoftMoe;
+  if (!r.Has("architectures")) return r.Error("architectures", "is missing (must contain \"SoftMoEForCausalLM\")");
+  {
+    const Json& a = j["architectures"];
+    if (!a.is_array()) return r.Error("architectures", absl::StrCat("must be a list of strings, got ", a.dump()));
+    bool found = false;
+    for (const Json& v : a) {
+      if (!v.is_string()) return r.Error("architectures", absl::StrCat("must hold strings, got ", v.dump()));
+      found |= v.get<std::string>() == "SoftMoEForCausalLM";
+    }
+    if (!found) return r.Error("architectures", "must contain \"SoftMoEForCausalLM\"");
+  }
+  if (!r.Has("model_type")) return r.Error("model_type", "is missing (must be \"softmoe\")");
+  ASSIGN_OR_RETURN(std::string model_type, r.String("model_type", ""));
+  if (model_type != "softmoe") return r.Error("model_type", absl::StrCat("must be \"softmoe\", got \"", model_type, "\""));
+
+  auto keyed = [](int64_t v, const char* key) { return KeyedValue{v, key, ""}; };
+  ASSIGN_OR_RETURN(int64_t H, RequiredInt(r, "hidden_size", 1));
+  ASSIGN_OR_RETURN(int64_t L, RequiredInt(r, "num_layers", 1));
+  if (L > (int64_t{1} << 16)) return r.Error("num_layers", absl::StrCat("=", L, " exceeds this engine's limit of 65536"));
+  ASSIGN_OR_RETURN(int64_t n_h, RequiredInt(r, "num_attention_heads", 1));
+  ASSIGN_OR_RETURN(auto n_g, r.Int("num_query_groups"));
+  if (n_g && *n_g < 1) return r.Error("num_query_groups", absl::StrCat("must be >= 1, got ", *n_g));
+  c.hidden_size = keyed(H, "hidden_size");
+  c.num_layers = keyed(L, "num_layers");
+  c.num_heads = keyed(n_h, "num_attention_heads");
+  c.num_kv_groups = n_g ? keyed(*n_g, "num_query_groups") : KeyedValue{n_h, "", "defaults to num_attention_heads"};
+  if (H % n_h != 0) {
+    return r.Error("num_attention_heads", absl::StrCat("=", n_h, " does not divide hidden_size=", H));
+  }
+  c.head_dim = H / n_h;
+  if (n_h % c.num_kv_groups.value != 0) {
+    return r.Error("num_query_groups",
+                   absl::StrCat("=", c.num_kv_groups.value, " does not divide num_attention_heads=", n_h));
+  }
+  ASSIGN_OR_RETURN(int64_t V, RequiredInt(r, "vocab_size", 1));
+  c.vocab_size_key = V;
+  ASSIGN_OR_RETURN(c.max_position_embeddings, RequiredInt(r, "max_position_embeddings", 1));
+
+  ASSIGN_OR_RETURN(c.norm, RequiredEnum<NormKind>(r, "norm_type", {{"rmsnorm", NormKind::kRms},
+                                                                   {"layernorm", NormKind::kLayer}}));
+  ASSIGN_OR_RETURN(auto eps, r.Number("norm_epsilon"));
+  if (eps && !(*eps > 0)) return r.Error("norm_epsilon", absl::StrCat("must be > 0, got ", *eps));
+  c.norm_epsilon = static_cast<float>(eps.value_or(1e-5));
+  ASSIGN_OR_RETURN(c.positions, RequiredEnum<PositionKind>(r, "position_embedding_type",
+                                                           {{"rope", PositionKind::kRope},
+                                                            {"learned_absolute", PositionKind::kLearned}}));
+  if (c.positions == PositionKind::kRope) {  // rotary_base is read only for rope
+    ASSIGN_OR_RETURN(auto base, r.Number("rotary_base"));
+    if (base && !(*base > 0)) return r.Error("rotary_base", absl::StrCat("must be > 0, got ", *base));
+    c.rope_theta = base.value_or(10000.0);
+    if (c.head_dim % 2 != 0) {
+      return r.Error("position_embedding_type",
+                     absl::StrCat("is \"rope\" but the head dim hidden_size/num_attention_heads=", c.head_dim,
+                                   " is odd; rotate-half RoPE needs an even one"));
+    }
+  }
+  ASSIGN_OR_RETURN(bool add_qkv_bias, r.Bool("add_qkv_bias", false));
+  ASSIGN_OR_RETURN(c.linear_bias, r.Bool("add_bias_linear", false));
+  c.qkv_bias = add_qkv_bias || c.linear_bias;
+  ASSIGN_OR_RETURN(c.tie_word_embeddings, r.Bool("tie_word_embeddings", false));
+
+  ASSIGN_OR_RETURN(c.num_experts, RequiredInt(r, "num_experts", 2));
+  ASSIGN_OR_RETURN(c.expert_width, RequiredInt(r, "moe_ffn_hidden_size", 1));
+  ASSIGN_OR_RETURN(c.ffn_act, RequiredEnum<FfnAct>(r, "expert_activation", {{"gelu", FfnAct::kGelu},
+                                                                             {"swiglu", FfnAct::kSwiGlu}}));
+  c.experts_gated = c.ffn_act == FfnAct::kSwiGlu;
+  c.expert_act = c.ffn_act == FfnAct::kGelu ? ExpertAct::kGelu : ExpertAct::kSilu;
+  c.router = RouterKind::kLapSum;
+  c.use_blockffn = false;
+  c.shared_width = 0;
+  RETURN_IF_ERROR(ParseLayerFreq(r, j, c));
+  const int64_t moe_layers = c.NumMoeLayers();
+  if (moe_layers == 0) return r.Error("moe_layer_freq", "makes no layer an MoE layer; at least one is required");
+  ASSIGN_OR_RETURN(auto ffn, r.Int("ffn_hidden_size"));
+  if (ffn && *ffn < 1) return r.Error("ffn_hidden_size", absl::StrCat("must be >= 1, got ", *ffn));
+  if (ffn) c.ffn_hidden_size = keyed(*ffn, "ffn_hidden_size");
+  if (!ffn && moe_layers < L) {
+    for (int64_t i = 0; i < L; ++i) {
+      if (!c.moe_layer[i]) {
+        return r.Error("ffn_hidden_size", absl::StrCat("is missing but layer ", i, " is dense (moe_layer_freq)"));
+      }
+    }
+  }
+
+  ASSIGN_OR_RETURN(auto alpha, r.Number("moe_router_lapsum_scale"));
+  if (alpha && !(*alpha > 0)) return r.Error("moe_router_lapsum_scale", absl::StrCat("must be > 0, got ", *alpha));
+  c.lapsum_scale = alpha.value_or(1.0);
+  ASSIGN_OR_RETURN(auto thr, r.Number("moe_router_threshold_coeff"));
+  if (thr && !(*thr >= 0)) return r.Error("moe_router_threshold_coeff", absl::StrCat("must be >= 0, got ", *thr));
+  c.threshold_coeff = thr.value_or(1.8);
+  ASSIGN_OR_RETURN(auto cap, r.Number("moe_router_cap_coeff"));
+  if (cap && !(*cap > 0)) return r.Error("moe_router_cap_coeff", absl::StrCat("must be > 0, got ", *cap));
+  c.cap_coeff = cap.value_or(2.0);
+
+  if (r.Has("moe_router_k_per_layer")) {
+    const Json& k = j["moe_router_k_per_layer"];
+    if (k.is_array()) {
+      ASSIGN_OR_RETURN(c.router_k, NumberList(r, j, "moe_router_k_per_layer", moe_layers, "MoE layers"));
+    } else {
+      ASSIGN_OR_RETURN(double v, NumberValue(r, "moe_router_k_per_layer", k, ""));
+      c.router_k = std::vector<double>(moe_layers, v);
+    }
+  }
+  ASSIGN_OR_RETURN(c.router_budget, r.Number("moe_router_budget"));
+  ASSIGN_OR_RETURN(c.budget_eta, NumberList(r, j, "moe_router_budget_eta", moe_layers, "MoE layers"));
+
+  // No key for them in the contract: BOS 1 (used only for warm-up) and no EOS token.
+  c.bos_token_id = 1;
+  c.eos_token_ids.clear();
+  return absl::OkStatus();
+}
+
+bool IsSoftMoe(const Json& j) {
+  if (j.contains("model_type") && j["model_type"].is_string() && j["model_type"] == "softmoe") return true;
+  if (j.contains("architectures") && j["architectures"].is_array()) {
+    for (const Json& a : j["architectures"]) {
+      if (a.is_string() && a.get<std::string>() == "SoftMoEForCausalLM") return true;
+    }
+  }
+  return false;
+}
+
 }  // namespace
+
+int64_t ModelConfig::NumMoeLayers() const {
+  int64_t n = 0;
+  for (int64_t i = 0; i < static_cast<int64_t>(moe_layer.size()); ++i) n += IsMoeLayer(i);
+  return n;
+}
+
+absl::StatusOr<std::vector<double>> ResolveSoftMoeK(const ModelConfig& c,
+                                                    const std::optional<std::vector<double>>& eta_tensor,
+                                                    const std::string& label, const std::string& eta_tensor_label) {
+  auto error = [&](const std::string& what) {
+    return absl::InvalidArgumentError(absl::StrCat(label, ": ", what));
+  };
+  const int64_t Lm = c.NumMoeLayers();
+  const int64_t n = c.num_experts;
+  if (c.budget_eta && eta_tensor) {
+    return error(absl::StrCat("η is given twice: key \"moe_router_budget_eta\" and tensor ", eta_tensor_label,
+                              "; give exactly one"));
+  }
+  const std::optional<std::vector<double>>& eta = c.budget_eta ? c.budget_eta : eta_tensor;
+  const std::string eta_source =
+      c.budget_eta ? std::string("key \"moe_router_budget_eta\"") : absl::StrCat("tensor ", eta_tensor_label);
+  if (eta && !c.router_budget) {
+    return error(absl::StrCat("key \"moe_router_budget\" is missing but η is given by ", eta_source,
+                              "; K and η go together"));
+  }
+  if (!eta && c.router_budget) {
+    return error(
+        "key \"moe_router_budget\" is given without η (key \"moe_router_budget_eta\" or tensor "
+        "\"model.moe_budget.eta\"); K and η go together");
+  }
+  std::vector<double> k_eta;
+  if (eta) {
+    if (static_cast<int64_t>(eta->size()) != Lm) {
+      return error(absl::StrCat(eta_source, " holds ", eta->size(), " values; it needs one per MoE layer (", Lm, ")"));
+    }
+    for (size_t j = 0; j < eta->size(); ++j) {
+      if (!std::isfinite((*eta)[j])) return error(absl::StrCat(eta_source, " value ", j, " is not finite"));
+    }
+    const double K = *c.router_budget;
+    if (!(K >= static_cast<double>(Lm))) {
+      return error(absl::StrCat("key \"moe_router_budget\"=", K, " must be >= the number of MoE layers (", Lm, ")"));
+    }
+    // k_l = 1 + (K − L_m)·softmax(η)_l, softmax in float64 with max subtraction.
+    double mx = (*eta)[0];
+    for (double v : *eta) mx = std::max(mx, v);
+    double sum = 0;
+    for (double v : *eta) sum += std::exp(v - mx);
+    for (double v : *eta) k_eta.push_back(1.0 + (K - static_cast<double>(Lm)) * (std::exp(v - mx) / sum));
+  }
+  std::vector<double> k;
+  if (c.router_k) {
+    k = *c.router_k;
+    if (eta) {
+      for (int64_t j = 0; j < Lm; ++j) {
+        if (!(std::fabs(k[j] - k_eta[j]) <= 1e-4)) {
+          return error(absl::StrCat("key \"moe_router_k_per_layer\" entry ", j, " = ", k[j],
+                                    " disagrees with the k from η (", eta_source, ") and moe_router_budget: ",
+                                    k_eta[j], " (allowed difference 1e-4)"));
+        }
+      }
+    }
+  } else if (eta) {
+    k = k_eta;
+  } else {
+    return error(
+        "no per-layer k: give key \"moe_router_k_per_layer\", or η (key \"moe_router_budget_eta\" or tensor "
+        "\"model.moe_budget.eta\") with key \"moe_router_budget\"");
+  }
+  for (int64_t j = 0; j < Lm; ++j) {
+    if (!(k[j] > 0.0 && k[j] < static_cast<double>(n))) {
+      return error(absl::StrCat("k of MoE layer ", j, " (from ", c.router_k ? "moe_router_k_per_layer" : eta_source,
+                                ") is ", k[j], "; it must satisfy 0 < k < num_experts=", n));
+    }
+  }
+  return k;
+}
 
 std::string KeyedValue::Describe() const {
   std::string s = absl::StrCat(key.empty() ? "(derived)" : key, "=", value);
@@ -223,8 +478,9 @@ absl::StatusOr<ModelConfig> ParseModelConfig(const std::string& text, const std:
   ConfigReader r(j, label);
   ModelConfig c;
 
-  if (r.Has("model_type") && j["model_type"].is_string() && j["model_type"] == "softmoe") {
-    return absl::UnimplementedError(absl::StrCat(label, ": model_type \"softmoe\" is not supported by this build"));
+  if (IsSoftMoe(j)) {  // spec softmoe.md §7.2: its own strict key set
+    RETURN_IF_ERROR(ParseSoftMoe(r, j, c));
+    return c;
   }
   ASSIGN_OR_RETURN(bool mup, r.Bool("use_mup", false));
   if (mup) {

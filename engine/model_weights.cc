@@ -2,11 +2,14 @@
 
 #include <cstring>
 #include <filesystem>
+#include <map>
 #include <set>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "engine/moe/lapsum.h"
 #include "engine/status_macros.h"
 
 namespace moeserve {
@@ -15,6 +18,8 @@ namespace {
 std::string LayerName(int64_t i, const std::string& suffix) {
   return absl::StrCat("model.layers.", i, ".", suffix);
 }
+
+constexpr char kEtaTensor[] = "model.moe_budget.eta";
 
 // Turns checkpoint tensors into compute weights, owning whatever had to be converted.
 class WeightBuilder {
@@ -204,17 +209,276 @@ absl::Status LoadMoeLayer(WeightBuilder& b, const ModelConfig& c, int64_t i, Moe
   return absl::OkStatus();
 }
 
+// ---- SoftMoE server checkpoints (spec softmoe.md §7.2.2)
+
+using ShapeMap = std::map<std::string, std::vector<int64_t>>;
+
+// Exactly the tensors whose condition holds (model.moe_budget.eta, optional, is not listed).
+ShapeMap SoftMoeTensorSet(const ModelConfig& c) {
+  const int64_t H = c.hidden_size.value, V = *c.vocab_size_key, n = c.num_experts, F = c.expert_width;
+  const int64_t q_rows = c.num_heads.value * c.head_dim, kv_rows = c.num_kv_groups.value * c.head_dim;
+  const bool layer_norm = c.norm == NormKind::kLayer, swiglu = c.ffn_act == FfnAct::kSwiGlu;
+  ShapeMap t;
+  t["model.embed_tokens.weight"] = {V, H};
+  if (c.positions == PositionKind::kLearned) t["model.embed_positions.weight"] = {c.max_position_embeddings, H};
+  auto norm = [&](const std::string& prefix) {
+    t[prefix + ".weight"] = {H};
+    if (layer_norm) t[prefix + ".bias"] = {H};
+  };
+  for (int64_t i = 0; i < c.num_layers.value; ++i) {
+    norm(LayerName(i, "input_layernorm"));
+    norm(LayerName(i, "post_attention_layernorm"));
+    t[LayerName(i, "self_attn.q_proj.weight")] = {q_rows, H};
+    t[LayerName(i, "self_attn.k_proj.weight")] = {kv_rows, H};
+    t[LayerName(i, "self_attn.v_proj.weight")] = {kv_rows, H};
+    t[LayerName(i, "self_attn.o_proj.weight")] = {H, q_rows};
+    if (c.qkv_bias) {
+      t[LayerName(i, "self_attn.q_proj.bias")] = {q_rows};
+      t[LayerName(i, "self_attn.k_proj.bias")] = {kv_rows};
+      t[LayerName(i, "self_attn.v_proj.bias")] = {kv_rows};
+    }
+    if (c.linear_bias) t[LayerName(i, "self_attn.o_proj.bias")] = {H};
+    if (c.IsMoeLayer(i)) {
+      t[LayerName(i, "mlp.router.weight")] = {n, H};
+      t[LayerName(i, "mlp.experts.up_proj.weight")] = {n, F, H};
+      if (swiglu) t[LayerName(i, "mlp.experts.gate_proj.weight")] = {n, F, H};
+      t[LayerName(i, "mlp.experts.down_proj.weight")] = {n, H, F};
+      if (c.linear_bias) {
+        t[LayerName(i, "mlp.experts.up_proj.bias")] = {n, F};
+        if (swiglu) t[LayerName(i, "mlp.experts.gate_proj.bias")] = {n, F};
+        t[LayerName(i, "mlp.experts.down_proj.bias")] = {n, H};
+      }
+    } else {
+      const int64_t Fd = c.ffn_hidden_size->value;
+      t[LayerName(i, "mlp.up_proj.weight")] = {Fd, H};
+      if (swiglu) t[LayerName(i, "mlp.gate_proj.weight")] = {Fd, H};
+      t[LayerName(i, "mlp.down_proj.weight")] = {H, Fd};
+      if (c.linear_bias) {
+        t[LayerName(i, "mlp.up_proj.bias")] = {Fd};
+        if (swiglu) t[LayerName(i, "mlp.gate_proj.bias")] = {Fd};
+        t[LayerName(i, "mlp.down_proj.bias")] = {H};
+      }
+    }
+  }
+  norm("model.norm");
+  if (!c.tie_word_embeddings) t["lm_head.weight"] = {V, H};
+  return t;
+}
+
+// Why a tensor is not part of this SoftMoE model, for the refusal message.
+std::string UnexpectedReason(const ModelConfig& c, const std::string& name) {
+  auto has = [&](const char* part) { return name.find(part) != std::string::npos; };
+  const bool bias = name.size() > 5 && name.compare(name.size() - 5, 5, ".bias") == 0;
+  std::vector<std::string> parts = absl::StrSplit(name, '.');
+  int64_t index;
+  if (parts.size() > 3 && parts[0] == "model" && parts[1] == "layers" && absl::SimpleAtoi(parts[2], &index) &&
+      (index < 0 || index >= c.num_layers.value)) {
+    return absl::StrCat("num_layers=", c.num_layers.value, " has no layer ", parts[2]);
+  }
+  if (name == "lm_head.weight") return "tie_word_embeddings is true, so the LM head is model.embed_tokens.weight";
+  if (name == "model.embed_positions.weight") return "position_embedding_type is \"rope\"";
+  if (bias && (has("layernorm") || name == "model.norm.bias")) return "norm_type is \"rmsnorm\", whose norms have no bias";
+  if (bias && has("router")) return "a router never has a bias";
+  if (bias && (has("q_proj") || has("k_proj") || has("v_proj"))) return "add_qkv_bias and add_bias_linear are false";
+  if (bias) return "add_bias_linear is false";
+  if (has("gate_proj")) return "expert_activation is \"gelu\", which has no gate projection";
+  if (has("mlp.experts.") || has("mlp.router.")) return "the layer is dense (moe_layer_freq)";
+  if (has("mlp.up_proj") || has("mlp.down_proj")) return "the layer is an MoE layer (moe_layer_freq)";
+  return "not part of the model that config.json describes";
+}
+
+absl::Status SoftMoeConflict(const TensorView& t, const char* key, int64_t value, const std::string& implied) {
+  return ConflictError(t, KeyedValue{value, key, ""}, implied);
+}
+
+// Refuses a missing, unexpected or wrongly shaped tensor before anything is loaded; the
+// dimensions the config states are checked against the data first so a wrong key is named.
+absl::Status CheckSoftMoeTensors(const ModelConfig& c, const TensorStore& store) {
+  const TensorView* embed = store.Find("model.embed_tokens.weight");
+  if (embed != nullptr && embed->shape.size() == 2) {
+    if (embed->shape[0] != *c.vocab_size_key) {
+      return SoftMoeConflict(*embed, "vocab_size", *c.vocab_size_key, absl::StrCat("vocab_size=", embed->shape[0]));
+    }
+    if (embed->shape[1] != c.hidden_size.value) {
+      return SoftMoeConflict(*embed, "hidden_size", c.hidden_size.value, absl::StrCat("hidden_size=", embed->shape[1]));
+    }
+  }
+  for (int64_t i = 0; i < c.num_layers.value; ++i) {
+    if (!c.IsMoeLayer(i)) continue;
+    const TensorView* router = store.Find(LayerName(i, "mlp.router.weight"));
+    if (router != nullptr && router->shape.size() == 2 && router->shape[0] != c.num_experts) {
+      return SoftMoeConflict(*router, "num_experts", c.num_experts, absl::StrCat("num_experts=", router->shape[0]));
+    }
+    const TensorView* up = store.Find(LayerName(i, "mlp.experts.up_proj.weight"));
+    if (up != nullptr && up->shape.size() == 3 && up->shape[1] != c.expert_width) {
+      return SoftMoeConflict(*up, "moe_ffn_hidden_size", c.expert_width,
+                             absl::StrCat("moe_ffn_hidden_size=", up->shape[1]));
+    }
+    break;
+  }
+  const ShapeMap expected = SoftMoeTensorSet(c);
+  for (const auto& [name, shape] : expected) {
+    const TensorView* t = store.Find(name);
+    if (t == nullptr) {
+      return absl::NotFoundError(absl::StrCat(store.description(), ": missing tensor \"", name, "\" (expected shape [",
+                                              absl::StrJoin(shape, ", "), "])"));
+    }
+    if (t->shape != shape) {
+      return absl::InvalidArgumentError(absl::StrCat(t->file, ": tensor \"", name, "\" has shape ", t->ShapeString(),
+                                                     ", expected [", absl::StrJoin(shape, ", "), "]"));
+    }
+  }
+  for (const auto& [name, view] : store.tensors()) {
+    if (expected.count(name)) continue;
+    if (name == kEtaTensor) {
+      const int64_t Lm = c.NumMoeLayers();
+      if (view.shape != std::vector<int64_t>{Lm}) {
+        return absl::InvalidArgumentError(absl::StrCat(view.file, ": tensor \"", name, "\" has shape ",
+                                                       view.ShapeString(), ", expected [", Lm,
+                                                       "] (one η per MoE layer)"));
+      }
+      continue;
+    }
+    return absl::InvalidArgumentError(absl::StrCat(view.file, ": unexpected tensor \"", name, "\" ", view.ShapeString(),
+                                                   " (", UnexpectedReason(c, name), ")"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<FfnWeights> LoadFfn(WeightBuilder& b, const ModelConfig& c, const std::string& prefix, int64_t width,
+                                   int64_t H) {
+  FfnWeights w;
+  if (c.ffn_act == FfnAct::kSwiGlu) {
+    ASSIGN_OR_RETURN(w.gate, b.Matrix(prefix + "gate_proj.weight", {width, H}, width, H));
+  }
+  ASSIGN_OR_RETURN(w.up, b.Matrix(prefix + "up_proj.weight", {width, H}, width, H));
+  ASSIGN_OR_RETURN(w.down, b.Matrix(prefix + "down_proj.weight", {H, width}, H, width));
+  if (c.linear_bias) {
+    if (w.gated()) {
+      ASSIGN_OR_RETURN(w.gate_bias, b.Vector(prefix + "gate_proj.bias", {width}));
+    }
+    ASSIGN_OR_RETURN(w.up_bias, b.Vector(prefix + "up_proj.bias", {width}));
+    ASSIGN_OR_RETURN(w.down_bias, b.Vector(prefix + "down_proj.bias", {H}));
+  }
+  return w;
+}
+
+absl::Status LoadSoftMoe(WeightBuilder& b, TensorStore& store, const std::string& config_path, ModelWeights& w) {
+  ModelConfig& c = w.config;
+  const int64_t H = c.hidden_size.value, hd = c.head_dim, n = c.num_experts, F = c.expert_width;
+  const int64_t q_rows = c.num_heads.value * hd, kv_rows = c.num_kv_groups.value * hd;
+  const int64_t V = *c.vocab_size_key;
+  const bool layer_norm = c.norm == NormKind::kLayer;
+  w.vocab_size = V;
+
+  // k_l per MoE layer (η possibly from the tensor, read as float64 whatever its dtype).
+  std::optional<std::vector<double>> eta;
+  std::string eta_label = absl::StrCat("\"", kEtaTensor, "\"");
+  if (const TensorView* t = store.Find(kEtaTensor); t != nullptr) {
+    eta_label = absl::StrCat("\"", kEtaTensor, "\" in ", t->file);
+    ASSIGN_OR_RETURN(std::vector<float> v, b.Vector(kEtaTensor, {c.NumMoeLayers()}));
+    eta = std::vector<double>(v.begin(), v.end());
+  }
+  ASSIGN_OR_RETURN(c.moe_k, ResolveSoftMoeK(c, eta, config_path, eta_label));
+
+  ASSIGN_OR_RETURN(w.embed, b.Matrix("model.embed_tokens.weight", {V, H}, V, H));
+  if (c.positions == PositionKind::kLearned) {
+    const int64_t P = c.max_position_embeddings;
+    ASSIGN_OR_RETURN(w.pos_embed, b.Matrix("model.embed_positions.weight", {P, H}, P, H));
+  }
+  w.tied_head = c.tie_word_embeddings;
+  if (w.tied_head) {
+    w.head = w.embed;
+  } else {
+    ASSIGN_OR_RETURN(w.head, b.Matrix("lm_head.weight", {V, H}, V, H));
+  }
+  ASSIGN_OR_RETURN(w.final_norm, b.Vector("model.norm.weight", {H}));
+  if (layer_norm) {
+    ASSIGN_OR_RETURN(w.final_norm_bias, b.Vector("model.norm.bias", {H}));
+  }
+
+  w.layers.resize(c.num_layers.value);
+  int64_t moe_ordinal = 0;
+  for (int64_t i = 0; i < c.num_layers.value; ++i) {
+    LayerWeights& l = w.layers[i];
+    ASSIGN_OR_RETURN(l.input_norm, b.Vector(LayerName(i, "input_layernorm.weight"), {H}));
+    ASSIGN_OR_RETURN(l.post_attention_norm, b.Vector(LayerName(i, "post_attention_layernorm.weight"), {H}));
+    if (layer_norm) {
+      ASSIGN_OR_RETURN(l.input_norm_bias, b.Vector(LayerName(i, "input_layernorm.bias"), {H}));
+      ASSIGN_OR_RETURN(l.post_attention_norm_bias, b.Vector(LayerName(i, "post_attention_layernorm.bias"), {H}));
+    }
+    ASSIGN_OR_RETURN(l.q, b.Matrix(LayerName(i, "self_attn.q_proj.weight"), {q_rows, H}, q_rows, H));
+    ASSIGN_OR_RETURN(l.k, b.Matrix(LayerName(i, "self_attn.k_proj.weight"), {kv_rows, H}, kv_rows, H));
+    ASSIGN_OR_RETURN(l.v, b.Matrix(LayerName(i, "self_attn.v_proj.weight"), {kv_rows, H}, kv_rows, H));
+    ASSIGN_OR_RETURN(l.o, b.Matrix(LayerName(i, "self_attn.o_proj.weight"), {H, q_rows}, H, q_rows));
+    if (c.qkv_bias) {
+      ASSIGN_OR_RETURN(l.q_bias, b.Vector(LayerName(i, "self_attn.q_proj.bias"), {q_rows}));
+      ASSIGN_OR_RETURN(l.k_bias, b.Vector(LayerName(i, "self_attn.k_proj.bias"), {kv_rows}));
+      ASSIGN_OR_RETURN(l.v_bias, b.Vector(LayerName(i, "self_attn.v_proj.bias"), {kv_rows}));
+    }
+    if (c.linear_bias) {
+      ASSIGN_OR_RETURN(l.o_bias, b.Vector(LayerName(i, "self_attn.o_proj.bias"), {H}));
+    }
+    l.is_moe = c.IsMoeLayer(i);
+    if (!l.is_moe) {
+      ASSIGN_OR_RETURN(l.dense, LoadFfn(b, c, LayerName(i, "mlp."), c.ffn_hidden_size->value, H));
+      continue;
+    }
+    MoeLayerWeights& moe = l.moe;
+    ASSIGN_OR_RETURN(moe.router_weight, b.MatrixF32(LayerName(i, "mlp.router.weight"), {n, H}, n, H));
+    RouterSpec& spec = moe.router_spec;
+    spec.kind = RouterKind::kLapSum;
+    spec.num_experts = static_cast<int>(n);
+    spec.epsilon = c.norm_epsilon;
+    spec.lapsum_scale = c.lapsum_scale;
+    spec.threshold_coeff = c.threshold_coeff;
+    spec.cap_coeff = c.cap_coeff;
+    const LapSumConstants k = MakeLapSumConstants(c.moe_k[moe_ordinal++], static_cast<int>(n), c.threshold_coeff,
+                                                  c.cap_coeff);
+    spec.lapsum_k = k.k;
+    spec.lapsum_cap = k.cap;
+    spec.lapsum_theta0 = k.theta0;
+    ExpertBank& bank = moe.experts;
+    bank.num_experts = static_cast<int>(n);
+    bank.width = F;
+    bank.hidden = H;
+    bank.epsilon = c.norm_epsilon;
+    bank.act = c.expert_act;
+    const std::string e = "mlp.experts.";
+    ASSIGN_OR_RETURN(bank.up, b.Matrix(LayerName(i, e + "up_proj.weight"), {n, F, H}, n * F, H));
+    if (c.experts_gated) {
+      ASSIGN_OR_RETURN(bank.gate, b.Matrix(LayerName(i, e + "gate_proj.weight"), {n, F, H}, n * F, H));
+    }
+    ASSIGN_OR_RETURN(bank.down, b.Matrix(LayerName(i, e + "down_proj.weight"), {n, H, F}, n * H, F));
+    bank.down_stacked = true;
+    if (c.linear_bias) {
+      ASSIGN_OR_RETURN(bank.up_bias, b.Vector(LayerName(i, e + "up_proj.bias"), {n, F}));
+      if (c.experts_gated) {
+        ASSIGN_OR_RETURN(bank.gate_bias, b.Vector(LayerName(i, e + "gate_proj.bias"), {n, F}));
+      }
+      ASSIGN_OR_RETURN(bank.down_bias, b.Vector(LayerName(i, e + "down_proj.bias"), {n, H}));
+    }
+    moe.router = MakeRouter(spec);
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 int64_t ModelWeights::TotalParameters() const {
-  int64_t n = embed.rows * embed.cols + (tied_head ? 0 : head.rows * head.cols) + final_norm.size();
+  int64_t n = embed.rows * embed.cols + (tied_head ? 0 : head.rows * head.cols) + final_norm.size() +
+              pos_embed.rows * pos_embed.cols + final_norm_bias.size();
   for (const LayerWeights& l : layers) {
     n += l.input_norm.size() + l.post_attention_norm.size();
+    n += l.input_norm_bias.size() + l.post_attention_norm_bias.size();
+    n += l.q_bias.size() + l.k_bias.size() + l.v_bias.size() + l.o_bias.size();
     for (const WeightMatrix* w : {&l.q, &l.k, &l.v, &l.o}) n += w->rows * w->cols;
     if (!l.is_moe) {
       for (const WeightMatrix* w : {&l.dense.gate, &l.dense.up, &l.dense.down}) n += w->rows * w->cols;
+      n += l.dense.gate_bias.size() + l.dense.up_bias.size() + l.dense.down_bias.size();
       continue;
     }
+    n += l.moe.experts.up_bias.size() + l.moe.experts.gate_bias.size() + l.moe.experts.down_bias.size();
     const MoeLayerWeights& m = l.moe;
     n += m.router_weight.rows * m.router_weight.cols + m.router_spec.expert_bias.size() +
          m.experts.act_norm_weight.size();
@@ -238,8 +502,15 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> LoadModelWeights(const std::string
   ASSIGN_OR_RETURN(w->config, LoadModelConfig(dir));
   ASSIGN_OR_RETURN(w->store, TensorStore::OpenDirectory(dir));
   const ModelConfig& c = w->config;
-  RETURN_IF_ERROR(CheckConfigAgainstTensors(c, *w->store));
   w->compute_dtype = options.compute_dtype;
+  if (c.family == ModelFamily::kSoftMoe) {
+    RETURN_IF_ERROR(CheckSoftMoeTensors(c, *w->store));
+    WeightBuilder b(*w->store, options.compute_dtype, *w);
+    RETURN_IF_ERROR(LoadSoftMoe(b, *w->store, (std::filesystem::path(dir) / "config.json").string(), *w));
+    RETURN_IF_ERROR(w->store->CheckAllTaken());
+    return w;
+  }
+  RETURN_IF_ERROR(CheckConfigAgainstTensors(c, *w->store));
 
   const int64_t H = c.hidden_size.value, hd = c.head_dim;
   const int64_t q_rows = c.num_heads.value * hd, kv_rows = c.num_kv_groups.value * hd;

@@ -1,6 +1,7 @@
 // All weights of a loaded model, laid out for the CPU backend: matrices in the compute dtype
-// (mmapped when the checkpoint already has it, converted once otherwise), norms and routers in
-// fp32. Loading validates config.json against every tensor shape (spec deco.md §1).
+// (mmapped when the checkpoint already has it, converted once otherwise), norms, biases and
+// routers in fp32. Loading validates config.json against every tensor shape (spec deco.md §1,
+// softmoe.md §7.2.2).
 #ifndef MOESERVE_ENGINE_MODEL_WEIGHTS_H_
 #define MOESERVE_ENGINE_MODEL_WEIGHTS_H_
 
@@ -20,9 +21,15 @@
 
 namespace moeserve {
 
-struct SwiGluWeights {
-  WeightMatrix gate, up, down;  // [F, H], [F, H], [H, F]
+// A dense FFN: SwiGLU down(silu(gate·m + b_g) ⊙ (up·m + b_u)) + b_d when gated, else exact
+// GELU down(gelu(up·m + b_u)) + b_d (SoftMoE `expert_activation: gelu`). Biases are empty when
+// absent (DECO never has them).
+struct FfnWeights {
+  WeightMatrix gate, up, down;  // [F, H], [F, H], [H, F]; gate empty for GELU
+  std::vector<float> gate_bias, up_bias, down_bias;
+  bool gated() const { return !gate.empty(); }
 };
+using SwiGluWeights = FfnWeights;
 
 struct MoeLayerWeights {
   RouterSpec router_spec;
@@ -34,7 +41,9 @@ struct MoeLayerWeights {
 
 struct LayerWeights {
   std::vector<float> input_norm, post_attention_norm;  // [H]
+  std::vector<float> input_norm_bias, post_attention_norm_bias;  // [H], LayerNorm only
   WeightMatrix q, k, v, o;
+  std::vector<float> q_bias, k_bias, v_bias, o_bias;  // empty when absent
   bool is_moe = false;
   SwiGluWeights dense;   // when !is_moe
   MoeLayerWeights moe;   // when is_moe
@@ -47,7 +56,9 @@ struct ModelWeights {
   WeightMatrix embed;  // [V, H]
   WeightMatrix head;   // [V, H]; the embedding when tied
   bool tied_head = false;
+  WeightMatrix pos_embed;  // [max_position_embeddings, H], learned absolute positions only
   std::vector<float> final_norm;
+  std::vector<float> final_norm_bias;  // LayerNorm only
   std::vector<LayerWeights> layers;
 
   // Owned storage: converted matrices and the mapped checkpoint.

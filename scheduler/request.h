@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/expert_budget.h"
 #include "engine/logprobs.h"
 #include "engine/sampler.h"
 
@@ -30,6 +31,7 @@ struct RequestParams {
   std::vector<int32_t> stop_token_ids;  // includes the model's EOS ids unless ignore_eos
   int logprobs_top_n = 0;                // 0 = no logprobs
   int priority = 0;                      // higher first
+  ExpertBudget budget;                   // serve-time expert budget (default: exact)
   std::optional<Clock::time_point> deadline;
   Clock::time_point arrival = Clock::now();
 };

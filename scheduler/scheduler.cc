@@ -313,7 +313,7 @@ void Scheduler::RunStep(const std::vector<PlannedChunk>& plan, int preemptions) 
     const bool samples = s.computed + c.num_tokens == static_cast<int64_t>(s.tokens.size());
     batch.chunks.push_back({std::span<const int32_t>(s.tokens).subspan(s.computed, c.num_tokens),
                             static_cast<int32_t>(s.computed), s.blocks,
-                            samples ? LogitsMode::kLast : LogitsMode::kNone});
+                            samples ? LogitsMode::kLast : LogitsMode::kNone, s.params.budget});
     if (s.preemptions == 0 && s.computed < s.prompt_len) {
       prompt_tokens += static_cast<int>(std::min<int64_t>(c.num_tokens, s.prompt_len - s.computed));
     }

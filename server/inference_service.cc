@@ -14,6 +14,7 @@ std::string Architecture(const ModelConfig& c) {
     case RouterKind::kTopK: return "topk_moe";
     case RouterKind::kReMoE: return "remoe";
     case RouterKind::kTopP: return "topp_moe";
+    case RouterKind::kLapSum: return "softmoe";
     default: return "moe";
   }
 }
@@ -29,6 +30,7 @@ InferenceService::InferenceService(const ServerConfig* config, Engine* engine, c
   limits_.max_new_tokens_limit = config->server.max_new_tokens_limit;
   limits_.max_prompt_tokens = config->server.max_prompt_tokens;
   limits_.eos_token_ids = engine->config().eos_token_ids;
+  limits_.default_budget = config->model.expert_budget;
 }
 
 std::string InferenceService::RequestId(const v1::GenerateRequest& request) {

@@ -133,7 +133,7 @@ absl::Status ModelServer::WarmUp() {
                                        static_cast<int32_t>(engine_->vocab_size())};
   const std::vector<int32_t> blocks = {0};
   ForwardBatch batch;
-  batch.chunks.push_back({tokens, 0, blocks, LogitsMode::kLast});
+  batch.chunks.push_back({tokens, 0, blocks, LogitsMode::kLast, ExpertBudget{}});
   ForwardOutput out;
   return engine_->Forward(batch, &out);
 }

@@ -125,6 +125,16 @@ absl::StatusOr<RequestParams> ValidateGenerateRequest(const v1::GenerateRequest&
   }
   p.request_id = r.request_id();
   p.priority = r.priority();
+  p.budget = limits.default_budget;
+  if (r.has_expert_budget()) {
+    const v1::ExpertBudget& b = r.expert_budget();
+    if (!std::isfinite(b.min_weight()) || b.min_weight() < 0) return Bad("expert_budget.min_weight", "must be >= 0");
+    if (!std::isfinite(b.k_scale()) || b.k_scale() < 0) return Bad("expert_budget.k_scale", "must be > 0 (0 = unset)");
+    if (b.max_experts() > 1 << 16) return Bad("expert_budget.max_experts", "is implausibly large");
+    if (b.min_weight() > 0) p.budget.min_weight = b.min_weight();
+    if (b.k_scale() > 0) p.budget.k_scale = b.k_scale();
+    if (b.max_experts() > 0) p.budget.max_experts = static_cast<int>(b.max_experts());
+  }
   return p;
 }
 

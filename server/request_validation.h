@@ -20,6 +20,7 @@ struct ValidationLimits {
   int max_new_tokens_limit = 4096;
   int max_prompt_tokens = 0;  // 0 = max_context
   std::vector<int64_t> eos_token_ids;
+  ExpertBudget default_budget;  // model.expert_budget; request fields override it
 };
 
 absl::StatusOr<RequestParams> ValidateGenerateRequest(const v1::GenerateRequest& request, const Tokenizer* tokenizer,

@@ -10,6 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "engine/dtype.h"
+#include "engine/expert_budget.h"
 
 namespace moeserve {
 
@@ -45,6 +46,7 @@ struct ModelSection {
   std::string backend = "cpu";
   int threads = 0;
   bool dense_experts = false;
+  ExpertBudget expert_budget;  // server-wide default; requests may override each knob
 };
 
 struct SchedulerSection {

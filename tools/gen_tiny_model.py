@@ -1,13 +1,24 @@
 #!/usr/bin/python3
-"""Deterministic random checkpoint in the DECO export layout (spec deco.md §1).
+"""Deterministic random checkpoint in the DECO export layout (spec deco.md §1), or a SoftMoE
+server checkpoint (spec softmoe.md §7.2) with --variant softmoe.
 
 Writes DIR/config.json (Megatron keys + stale HF keys, like the upstream exporter),
 DIR/model.safetensors (or K shards + index) and/or DIR/pytorch_model.bin, and optionally
 DIR/tokenizer.model trained with spm_train on tools/data/tokenizer_corpus.txt.
 
+SoftMoE: a single model.safetensors with exactly the §7.2.2 tensor set of the config. Defaults
+follow the paper's GPT-2 trunk (layernorm, learned_absolute, gelu, add_bias_linear); every §7.2.1
+key can be overridden with --set (norm_type, position_embedding_type, rotary_base,
+expert_activation, add_bias_linear, add_qkv_bias, tie_word_embeddings, moe_layer_freq,
+moe_router_k_per_layer, moe_router_lapsum_scale, ...). The per-layer k comes from
+moe_router_k_per_layer (default), or η with K: --eta-config (keys) or --eta-tensor (tensor
+model.moe_budget.eta); --k-crosscheck also writes the k list that η implies.
+
 Example:
   gen_tiny_model.py --out /tmp/m --variant deco --size tiny --seed 1 --dtype bf16
   gen_tiny_model.py --out /tmp/m --variant deco --size tiny --set router_norm_type=rms
+  gen_tiny_model.py --out /tmp/m --variant softmoe --set norm_type=rmsnorm \
+      --set position_embedding_type=rope --set expert_activation=swiglu --eta-tensor
 """
 import argparse
 import json
@@ -63,7 +74,11 @@ BASELINE = {
     "topp": {"tiny": (8, 16, 0), "small": (16, 32, 0), "0.1B": (44, 61, 0),
              "0.2B": (59, 62, 0), "0.5B": (79, 63, 0), "1.2B": (102, 64, 0)},
 }
-VARIANTS = ["deco", "deco-gated", "blockffn-v1", "dense", "topk", "remoe", "topp"]
+VARIANTS = ["deco", "deco-gated", "blockffn-v1", "dense", "topk", "remoe", "topp", "softmoe"]
+# SoftMoE experts per size: (n, F). The trunk (layers, hidden, heads, dense FFN width, vocab,
+# positions) is the size's; experts are GELU/SwiGLU MLPs of width F, wider than DECO's blocks.
+SOFTMOE_EXPERTS = {"tiny": (8, 16), "small": (16, 64), "0.1B": (32, 768), "0.2B": (32, 1024),
+                   "0.5B": (32, 1280), "1.2B": (32, 1792)}
 
 # argparse defaults of the Megatron fork (spec §1.1); the exporter writes all of them.
 MEGATRON_DEFAULTS = dict(
@@ -292,8 +307,9 @@ def tensor_specs(c, vocab, tied):
 
 
 def stored_dtype(name, dtype):
-    # expert_bias is an fp32 buffer in training; the exporter does not cast it.
-    return "F32" if name.endswith("expert_bias") else dtype
+    # expert_bias is an fp32 buffer in training; the exporter does not cast it. SoftMoE's η is
+    # written as F32 by our converter (spec softmoe.md §7.2.2).
+    return "F32" if name.endswith("expert_bias") or name == "model.moe_budget.eta" else dtype
 
 
 def make_tensor(seed, name, shape, init):
@@ -320,6 +336,138 @@ def train_tokenizer(out_dir, vocab, seed):
                         os.path.join(out_dir, "tokenizer.model"))
         with open(os.path.join(tmp, "tokenizer.vocab"), encoding="utf-8") as f:
             return sum(1 for _ in f)
+
+
+# ---------------------------------------------------------------- SoftMoE (softmoe.md §7.2)
+
+def softmoe_pattern(c):
+    L, freq = c["num_layers"], c.get("moe_layer_freq", 1)
+    if isinstance(freq, int) and not isinstance(freq, bool):
+        return [i % freq == 0 for i in range(L)]
+    return [f == 1 for f in freq]
+
+
+def softmoe_eta(seed, Lm):
+    rng = np.random.default_rng([seed, zlib.crc32(b"model.moe_budget.eta")])
+    return [float(v) for v in (rng.standard_normal(Lm) * 0.7).astype(np.float32)]
+
+
+def k_from_eta(eta, K):
+    """k_l = 1 + (K - L_m) softmax(eta)_l in float64 (spec §5, §7.2.1)."""
+    e = np.asarray(eta, dtype=np.float64)
+    p = np.exp(e - e.max())
+    p /= p.sum()
+    return [float(v) for v in 1.0 + (K - len(eta)) * p]
+
+
+def build_softmoe_config(size, vocab, sets, tied, eta_mode, k_crosscheck, seed):
+    """-> (config dict, eta values for the tensor or None)."""
+    b = SIZES[size]
+    n, F = SOFTMOE_EXPERTS[size]
+    cfg = {
+        "architectures": ["SoftMoEForCausalLM"], "model_type": "softmoe",
+        "hidden_size": b["hidden_size"], "num_layers": b["num_layers"],
+        "num_attention_heads": b["num_attention_heads"], "num_query_groups": b["num_query_groups"],
+        "vocab_size": vocab, "max_position_embeddings": b["max_position_embeddings"],
+        "norm_type": "layernorm", "norm_epsilon": 1e-5,
+        "position_embedding_type": "learned_absolute",
+        "add_qkv_bias": False, "add_bias_linear": True, "tie_word_embeddings": bool(tied),
+        "num_experts": n, "moe_ffn_hidden_size": F, "expert_activation": "gelu",
+        "moe_layer_freq": 1,
+        "moe_router_lapsum_scale": 1.0, "moe_router_threshold_coeff": 1.8,
+        "moe_router_cap_coeff": 2.0,
+    }
+    cfg.update(sets)
+    if cfg["position_embedding_type"] == "rope":
+        cfg.setdefault("rotary_base", 10000.0)
+    pattern = softmoe_pattern(cfg)
+    if not all(pattern):
+        cfg.setdefault("ffn_hidden_size", b["ffn_hidden_size"])
+    Lm = sum(pattern)
+    eta = None
+    budget_keys = ("moe_router_k_per_layer", "moe_router_budget", "moe_router_budget_eta")
+    if eta_mode != "none":
+        eta = softmoe_eta(seed, Lm)
+        K = cfg.get("moe_router_budget", round(1.6 * Lm, 3))
+        cfg["moe_router_budget"] = K
+        if eta_mode == "config":
+            cfg["moe_router_budget_eta"] = eta
+        if k_crosscheck:
+            cfg["moe_router_k_per_layer"] = k_from_eta(eta, K)
+    elif not any(k in sets for k in budget_keys):
+        # Non-uniform, one integer k (2.0: the e = 0 branch of the solver), all < n.
+        cfg["moe_router_k_per_layer"] = [min(round(1.2 + (0.4 * j) % 2.0, 3), n / 2)
+                                         for j in range(Lm)]
+    if cfg.get("tie_word_embeddings") is True:
+        tied = True
+    H, n_h, n_g = cfg["hidden_size"], cfg["num_attention_heads"], cfg["num_query_groups"]
+    if H % n_h or n_h % n_g or len(pattern) != cfg["num_layers"]:
+        sys.exit("gen_tiny_model: invalid softmoe config (heads / groups / moe_layer_freq)")
+    return cfg, tied, (eta if eta_mode == "tensor" else None)
+
+
+def softmoe_tensor_specs(c, vocab, tied, with_eta, router_std=2.0):
+    """[(name, shape, init)]: exactly the §7.2.2 set for config c."""
+    H, n_h, n_g = c["hidden_size"], c["num_attention_heads"], c["num_query_groups"]
+    hd = H // n_h
+    n, F = c["num_experts"], c["moe_ffn_hidden_size"]
+    ln = c["norm_type"] == "layernorm"
+    swiglu = c["expert_activation"] == "swiglu"
+    lin_bias = bool(c.get("add_bias_linear", False))
+    qkv_bias = lin_bias or bool(c.get("add_qkv_bias", False))
+    bias = normal(0.1)
+    specs = [("model.embed_tokens.weight", (vocab, H), normal(1.0))]
+    if c["position_embedding_type"] == "learned_absolute":
+        specs.append(("model.embed_positions.weight", (c["max_position_embeddings"], H), normal(0.5)))
+
+    def norm(prefix, weight_init=None):
+        out = [(f"{prefix}.weight", (H,), weight_init or norm_weight())]
+        if ln:
+            out.append((f"{prefix}.bias", (H,), bias))
+        return out
+
+    def ffn(prefix, width, stacked, down_std):
+        lead = (n,) if stacked else ()
+        out = [(f"{prefix}.up_proj.weight", lead + (width, H), normal(1 / math.sqrt(H)))]
+        if swiglu:
+            out.append((f"{prefix}.gate_proj.weight", lead + (width, H), normal(1 / math.sqrt(H))))
+        out.append((f"{prefix}.down_proj.weight", lead + (H, width), normal(down_std)))
+        if lin_bias:
+            out.append((f"{prefix}.up_proj.bias", lead + (width,), bias))
+            if swiglu:
+                out.append((f"{prefix}.gate_proj.bias", lead + (width,), bias))
+            out.append((f"{prefix}.down_proj.bias", lead + (H,), normal(0.05)))
+        return out
+
+    for i, moe in enumerate(softmoe_pattern(c)):
+        p = f"model.layers.{i}"
+        specs += norm(f"{p}.input_layernorm")
+        a = f"{p}.self_attn"
+        specs += [(f"{a}.q_proj.weight", (n_h * hd, H), normal(1 / math.sqrt(H))),
+                  (f"{a}.k_proj.weight", (n_g * hd, H), normal(1 / math.sqrt(H))),
+                  (f"{a}.v_proj.weight", (n_g * hd, H), normal(1 / math.sqrt(H)))]
+        if qkv_bias:
+            specs += [(f"{a}.q_proj.bias", (n_h * hd,), bias), (f"{a}.k_proj.bias", (n_g * hd,), bias),
+                      (f"{a}.v_proj.bias", (n_g * hd,), bias)]
+        specs.append((f"{a}.o_proj.weight", (H, n_h * hd), normal(1 / math.sqrt(n_h * hd))))
+        if lin_bias:
+            specs.append((f"{a}.o_proj.bias", (H,), bias))
+        specs += norm(f"{p}.post_attention_layernorm")
+        if moe:
+            # Router logits of std ~ROUTER_STD·max(1, log_8 n) (alpha 1): soft weights that vary
+            # from token to token, with realised active counts between 1 and the cap.
+            std = router_std * max(1.0, math.log(n) / math.log(8))
+            specs.append((f"{p}.mlp.router.weight", (n, H), normal(std / math.sqrt(H))))
+            specs += ffn(f"{p}.mlp.experts", F, True, 0.8 / math.sqrt(F))
+        else:
+            specs += ffn(f"{p}.mlp", c["ffn_hidden_size"], False, 0.6 / math.sqrt(c["ffn_hidden_size"]))
+    specs += norm("model.norm", norm_weight(2.5 / math.sqrt(H)) if tied else None)
+    if not tied:
+        specs.append(("lm_head.weight", (vocab, H), normal(2.5 / math.sqrt(H))))
+    if with_eta is not None:
+        eta = np.asarray(with_eta, dtype=np.float32)
+        specs.append(("model.moe_budget.eta", (len(eta),), lambda rng, shape: eta.copy()))
+    return specs
 
 
 # ---------------------------------------------------------------- main
@@ -351,15 +499,31 @@ def main(argv=None):
     ap.add_argument("--tied", action="store_true", help="omit lm_head.weight (tied head)")
     ap.add_argument("--write-bin", action="store_true", help="also write pytorch_model.bin")
     ap.add_argument("--bin-only", action="store_true", help="write only pytorch_model.bin")
+    ap.add_argument("--eta-config", action="store_true",
+                    help="softmoe: k from eta + K given as keys (moe_router_budget_eta, moe_router_budget)")
+    ap.add_argument("--eta-tensor", action="store_true",
+                    help="softmoe: k from eta as the tensor model.moe_budget.eta + key moe_router_budget")
+    ap.add_argument("--k-crosscheck", action="store_true",
+                    help="softmoe with --eta-*: also write the k list eta implies (moe_router_k_per_layer)")
     a = ap.parse_args(argv)
 
     os.makedirs(a.out, exist_ok=True)
     vocab = a.vocab or SIZES[a.size]["vocab"]
     if a.tokenizer == "train":
         vocab = train_tokenizer(a.out, a.vocab or 1000, a.seed)
-    cfg = build_config(a.variant, a.size, vocab, parse_sets(a.set))
     dtype = {"f32": "F32", "bf16": "BF16", "f16": "F16"}[a.dtype]
-    specs = tensor_specs(cfg, vocab, a.tied)
+    if a.variant == "softmoe":
+        if a.eta_config and a.eta_tensor:
+            sys.exit("gen_tiny_model: give at most one of --eta-config and --eta-tensor")
+        if a.shards != 1 or a.write_bin or a.bin_only:
+            sys.exit("gen_tiny_model: softmoe checkpoints are one model.safetensors (spec §7.2)")
+        eta_mode = "config" if a.eta_config else "tensor" if a.eta_tensor else "none"
+        cfg, tied, eta = build_softmoe_config(a.size, vocab, parse_sets(a.set), a.tied, eta_mode,
+                                              a.k_crosscheck, a.seed)
+        specs = softmoe_tensor_specs(cfg, vocab, tied, eta)
+    else:
+        cfg = build_config(a.variant, a.size, vocab, parse_sets(a.set))
+        specs = tensor_specs(cfg, vocab, a.tied)
     with open(os.path.join(a.out, "config.json"), "w") as f:
         json.dump(cfg, f, indent=2)
         f.write("\n")

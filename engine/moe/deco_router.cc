@@ -11,7 +11,10 @@ class DecoRouter final : public Router {
  public:
   explicit DecoRouter(const RouterSpec& spec) : spec_(spec) {}
 
-  void RouteToken(const float* l, RouterScratch& scratch, Routing& out) const override {
+ private:
+  // Budget: entries whose |weight| < min_weight are dropped (weights may be negative; the
+  // magnitude of the contribution decides). Off (0) keeps the exact path.
+  void Route(const float* l, const ExpertBudget& budget, RouterScratch& scratch, Routing& out) const override {
     const int n = spec_.num_experts;
     std::vector<float>& r = scratch.values;
     r.resize(n);
@@ -33,10 +36,20 @@ class DecoRouter final : public Router {
     }
     const std::vector<float>& w = spec_.norm_weight;
     auto weight_of = [&](int e) { return w.size() == 1 ? w[0] : w[e]; };
+    const float min_weight = budget.min_weight;
+    auto dropped = [&](float g) { return min_weight > 0.0f && std::fabs(g) < min_weight; };
+    // Adds an active entry unless the budget drops it (then it no longer counts as active).
+    auto add_active = [&](int e, float g) {
+      if (dropped(g)) {
+        --active;
+      } else {
+        out.Add(e, g, true);
+      }
+    };
     switch (spec_.norm) {
       case RouterNormType::kSimple:
         for (int e = 0; e < n; ++e) {
-          if (r[e] != 0.0f) out.Add(e, r[e] * weight_of(e), true);
+          if (r[e] != 0.0f) add_active(e, r[e] * weight_of(e));
         }
         break;
       case RouterNormType::kRms: {
@@ -44,7 +57,7 @@ class DecoRouter final : public Router {
         for (int e = 0; e < n; ++e) sq += double{r[e]} * r[e];
         const float inv = static_cast<float>(1.0 / std::sqrt(sq / n + spec_.epsilon));
         for (int e = 0; e < n; ++e) {
-          if (r[e] != 0.0f) out.Add(e, r[e] * inv * weight_of(e), true);
+          if (r[e] != 0.0f) add_active(e, r[e] * inv * weight_of(e));
         }
         break;
       }
@@ -57,20 +70,24 @@ class DecoRouter final : public Router {
         for (int e = 0; e < n; ++e) sq += (r[e] - mean) * (r[e] - mean);
         const double inv = 1.0 / std::sqrt(sq / n + spec_.epsilon);
         for (int e = 0; e < n; ++e) {
-          out.Add(e, static_cast<float>((r[e] - mean) * inv) * weight_of(e), r[e] != 0.0f);
+          const float g = static_cast<float>((r[e] - mean) * inv) * weight_of(e);
+          if (dropped(g)) {
+            active -= r[e] != 0.0f;
+          } else {
+            out.Add(e, g, r[e] != 0.0f);
+          }
         }
         break;
       }
       case RouterNormType::kNull:
         for (int e = 0; e < n; ++e) {
-          if (r[e] != 0.0f) out.Add(e, r[e], true);
+          if (r[e] != 0.0f) add_active(e, r[e]);
         }
         break;
     }
     out.EndToken(active);
   }
 
- private:
   RouterSpec spec_;
 };
 

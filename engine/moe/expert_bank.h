@@ -1,6 +1,6 @@
 // The routed experts of one MoE layer, in either export layout:
 //  - BlockFFN/DECO: up/gate [E·d, H] (expert e = rows e·d..), down [H, E·d] (columns e·d..);
-//  - stacked (top-k/ReMoE/TopP): up/gate [E, d, H], down [E, H, d].
+//  - stacked (top-k/ReMoE/TopP, SoftMoE): up/gate [E, d, H], down [E, H, d].
 // Both up layouts are the same memory; only the down view differs.
 #ifndef MOESERVE_ENGINE_MOE_EXPERT_BANK_H_
 #define MOESERVE_ENGINE_MOE_EXPERT_BANK_H_
@@ -27,6 +27,10 @@ struct ExpertBank {
   // ū [H]: mean of the rows of the activation's input projection (gate if gated, else up),
   // so that the NormSiLU mean over all E·d units is one dot product (spec §3.3).
   std::vector<float> mean_vector;
+  // Optional biases (SoftMoE `add_bias_linear`), fp32, empty when absent: up/gate [E·d]
+  // (expert e = e·d..), down [E·H]. The down bias is part of the expert's output, so it is
+  // scaled by the routing weight like the rest (spec softmoe.md §7.2.3).
+  std::vector<float> up_bias, gate_bias, down_bias;
 
   bool gated() const { return !gate.empty(); }
   bool NeedsMean() const { return act == ExpertAct::kNormSilu || act == ExpertAct::kNormSiluNorms; }

@@ -11,6 +11,13 @@ namespace {
 
 inline float Silu(float x) { return x / (1.0f + std::exp(-x)); }
 
+// Exact erf GELU (not the tanh approximation).
+inline float Gelu(float x) { return 0.5f * x * (1.0f + std::erf(x * 0.70710678118654752f)); }
+
+inline void AddBias(float* v, const float* b, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) v[j] += b[j];
+}
+
 inline float Dot(const float* a, const float* b, int64_t n) {
   double s = 0;
   for (int64_t i = 0; i < n; ++i) s += double{a[i]} * b[i];
@@ -40,6 +47,9 @@ void Activate(const ExpertBank& bank, float mean, float* v, const float* u, floa
     case ExpertAct::kSilu:
       for (int64_t j = 0; j < d; ++j) v[j] = Silu(v[j]);
       break;
+    case ExpertAct::kGelu:
+      for (int64_t j = 0; j < d; ++j) v[j] = Gelu(v[j]);
+      break;
   }
   if (u != nullptr) {
     for (int64_t j = 0; j < d; ++j) v[j] *= u[j];
@@ -65,6 +75,11 @@ void ExpertExecutor::UpAndActivate(const ExpertBank& bank, const float* m, int e
     MatMulRows(bank.Up(e), buf.x.data(), H, n, buf.u.data(), d, 0, d, false);
   } else {
     MatMulRows(bank.Up(e), buf.x.data(), H, n, h, d, 0, d, false);
+  }
+  const std::vector<float>& act_bias = bank.gated() ? bank.gate_bias : bank.up_bias;
+  for (int32_t i = 0; i < n; ++i) {
+    if (!act_bias.empty()) AddBias(h + i * d, &act_bias[e * d], d);
+    if (bank.gated() && !bank.up_bias.empty()) AddBias(&buf.u[i * d], &bank.up_bias[e * d], d);
   }
   for (int32_t i = 0; i < n; ++i) {
     const int32_t token = entry_token_[begin + i];
@@ -123,11 +138,20 @@ void ExpertExecutor::Run(const ExpertBank& bank, const float* m, int64_t num_tok
     segment_vec_[i] = &hidden_[static_cast<size_t>(slot_of_entry_[i]) * d];
   }
   const int64_t row_stride = bank.Down(0).ld;
+  const float* down_bias = bank.down_bias.empty() ? nullptr : bank.down_bias.data();
   pool_->ParallelFor(H, [&](int64_t r0, int64_t r1) {
     for (int64_t t = 0; t < num_tokens; ++t) {
       const int32_t begin = routing.offsets[t], n = routing.offsets[t + 1] - begin;
       SegmentedRowDots(bank.down.dtype, &segment_base_[begin], &segment_vec_[begin], n, d, row_stride, y + t * H, 1,
                        r0, r1);
+      if (down_bias == nullptr || n == 0) continue;
+      // Σ_e w_e·b_down,e in the token's own entry order (independent of the batch).
+      float* yt = y + t * H;
+      for (int64_t r = r0; r < r1; ++r) {
+        float s = 0.0f;
+        for (int32_t i = begin; i < begin + n; ++i) s += routing.weights[i] * down_bias[routing.experts[i] * H + r];
+        yt[r] += s;
+      }
     }
   });
 }

@@ -12,7 +12,10 @@ class ReMoERouter final : public Router {
  public:
   explicit ReMoERouter(const RouterSpec& spec) : spec_(spec) {}
 
-  void RouteToken(const float* l, RouterScratch& scratch, Routing& out) const override {
+ private:
+  // Budget: positive weights below min_weight are dropped (after the clamp; the order does
+  // not matter, both keep the largest).
+  void Route(const float* l, const ExpertBudget& budget, RouterScratch& scratch, Routing& out) const override {
     const int n = spec_.num_experts;
     std::vector<int>& positive = scratch.indices;
     positive.clear();
@@ -29,11 +32,15 @@ class ReMoERouter final : public Router {
         std::sort(positive.begin(), positive.end());
       }
     }
-    for (int e : positive) out.Add(e, l[e], true);
-    out.EndToken(static_cast<int32_t>(positive.size()));
+    int32_t active = 0;
+    for (int e : positive) {
+      if (budget.min_weight > 0.0f && l[e] < budget.min_weight) continue;
+      out.Add(e, l[e], true);
+      ++active;
+    }
+    out.EndToken(active);
   }
 
- private:
   RouterSpec spec_;
 };
 

@@ -8,6 +8,7 @@ std::unique_ptr<Router> MakeRouter(const RouterSpec& spec) {
     case RouterKind::kTopK: return MakeTopKRouter(spec);
     case RouterKind::kReMoE: return MakeReMoERouter(spec);
     case RouterKind::kTopP: return MakeTopPRouter(spec);
+    case RouterKind::kLapSum: return MakeLapSumRouter(spec);
   }
   return nullptr;
 }

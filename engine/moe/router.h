@@ -1,6 +1,6 @@
 // Routers: map a token's fp32 router logits to its variable-length list of (expert, weight).
 // One implementation per router family of spec deco.md §3.3 (DECO/BlockFFN ReLU routing) and
-// §4 (top-k, ReMoE, TopP).
+// §4 (top-k, ReMoE, TopP), and SoftMoE's LapSum soft top-k (spec softmoe.md §2-§4).
 #ifndef MOESERVE_ENGINE_MOE_ROUTER_H_
 #define MOESERVE_ENGINE_MOE_ROUTER_H_
 
@@ -9,6 +9,7 @@
 #include <optional>
 #include <vector>
 
+#include "engine/expert_budget.h"
 #include "engine/moe/moe_types.h"
 #include "engine/moe/routing.h"
 
@@ -34,20 +35,37 @@ struct RouterSpec {
   double topp = 0.5;
   // ReMoE clamp (router_clamp_act_ratio); >= 1 is off.
   double clamp_ratio = 1.0;
+  // LapSum (SoftMoE), one layer: k_l, α, c, γ, and cap_l = min(⌈γ·k_l⌉, n), θ0_l = c·k_l/n
+  // (rounded to fp32) precomputed in float64 at load (spec softmoe.md §7.2.1).
+  double lapsum_k = 1.0;
+  double lapsum_scale = 1.0;     // α, the Laplace scale
+  double threshold_coeff = 1.8;  // c
+  double cap_coeff = 2.0;        // γ
+  int lapsum_cap = 1;
+  float lapsum_theta0 = 0.0f;
 };
 
 // Per-thread workspace of a router, reused across tokens (no allocation in the step loop).
 struct RouterScratch {
   std::vector<float> values;
   std::vector<int> indices;
+  std::vector<double> work;  // LapSum: sorted scaled logits and the two running sums
 };
 
 class Router {
  public:
   virtual ~Router() = default;
   // Appends one token's entries to `out` and closes the token. `logits` has num_experts values.
+  // `budget` limits the token's experts (engine/expert_budget.h); the default is exact.
   // Routers are immutable after construction; concurrent calls need separate scratch.
-  virtual void RouteToken(const float* logits, RouterScratch& scratch, Routing& out) const = 0;
+  void RouteToken(const float* logits, RouterScratch& scratch, Routing& out,
+                  const ExpertBudget& budget = ExpertBudget{}) const {
+    Route(logits, budget, scratch, out);
+  }
+
+ private:
+  virtual void Route(const float* logits, const ExpertBudget& budget, RouterScratch& scratch,
+                     Routing& out) const = 0;
 };
 
 std::unique_ptr<Router> MakeRouter(const RouterSpec& spec);
@@ -57,6 +75,7 @@ std::unique_ptr<Router> MakeDecoRouter(const RouterSpec& spec);
 std::unique_ptr<Router> MakeTopKRouter(const RouterSpec& spec);
 std::unique_ptr<Router> MakeReMoERouter(const RouterSpec& spec);
 std::unique_ptr<Router> MakeTopPRouter(const RouterSpec& spec);
+std::unique_ptr<Router> MakeLapSumRouter(const RouterSpec& spec);
 
 // Re-expresses `in` with every expert evaluated (weight 0 where not routed); `active` flags are
 // kept. The --dense-experts debug path, to compare sparse against dense execution.

@@ -21,9 +21,12 @@ class TopKRouter final : public Router {
  public:
   explicit TopKRouter(const RouterSpec& spec) : spec_(spec) {}
 
-  void RouteToken(const float* l, RouterScratch& scratch, Routing& out) const override {
+ private:
+  // Budget: k becomes min(k, max_experts); selection and weights are those of a top-k router
+  // with that k.
+  void Route(const float* l, const ExpertBudget& budget, RouterScratch& scratch, Routing& out) const override {
     const int n = spec_.num_experts;
-    const int k = spec_.topk;
+    const int k = budget.max_experts > 0 ? std::min(spec_.topk, budget.max_experts) : spec_.topk;
     scratch.values.resize(3 * n);
     float* score = scratch.values.data();
     float* select = score + n;
@@ -72,7 +75,6 @@ class TopKRouter final : public Router {
     out.EndToken(k);
   }
 
- private:
   RouterSpec spec_;
 };
 

@@ -14,7 +14,9 @@ class TopPRouter final : public Router {
  public:
   explicit TopPRouter(const RouterSpec& spec) : spec_(spec) {}
 
-  void RouteToken(const float* l, RouterScratch& scratch, Routing& out) const override {
+ private:
+  // Budget: at most max_experts of the prefix, largest scores first; weights unchanged.
+  void Route(const float* l, const ExpertBudget& budget, RouterScratch& scratch, Routing& out) const override {
     const int n = spec_.num_experts;
     scratch.values.resize(n);
     float* q = scratch.values.data();
@@ -33,12 +35,12 @@ class TopPRouter final : public Router {
       before += q[e];
       if (q[e] > 0.0f) order[count++] = e;
     }
+    if (budget.max_experts > 0) count = std::min(count, static_cast<size_t>(budget.max_experts));
     std::sort(order.begin(), order.begin() + count);
     for (size_t i = 0; i < count; ++i) out.Add(order[i], q[order[i]], true);
     out.EndToken(static_cast<int32_t>(count));
   }
 
- private:
   RouterSpec spec_;
 };
 

@@ -85,9 +85,14 @@ TEST(Soak, FiveHundredStreamsWithCancelsDeadlinesAndStalls) {
 TEST(Soak, StalledReaderDoesNotHoldUpOthers) {
   TestServer server;
   const int vocab = static_cast<int>(server.Info().vocab_size());
-  // A stream whose client stops reading after the first chunk, for a long time.
+  // A stream whose client stops reading after the first chunk, for a long time. Top-20
+  // logprobs make each chunk ~200 bytes, so 480 of them overrun the HTTP/2 flow-control window
+  // (64 KiB) and the server has to hold tokens back instead of writing them one by one.
+  constexpr int kStalledTokens = 480;
   grpc::ClientContext stalled_ctx;
-  auto stalled = server.stub().Generate(&stalled_ctx, TokenRequest(RandomPrompt(10, vocab, 1), 300));
+  v1::GenerateRequest stalled_request = TokenRequest(RandomPrompt(10, vocab, 1), kStalledTokens);
+  stalled_request.set_logprobs(20);
+  auto stalled = server.stub().Generate(&stalled_ctx, stalled_request);
   v1::GenerateResponse chunk;
   ASSERT_TRUE(stalled->Read(&chunk));
   // Meanwhile other clients are served to completion.
@@ -104,8 +109,8 @@ TEST(Soak, StalledReaderDoesNotHoldUpOthers) {
     ++chunks;
   }
   EXPECT_TRUE(stalled->Finish().ok());
-  EXPECT_EQ(tokens, 300u);
-  EXPECT_LT(chunks, 300);
+  EXPECT_EQ(tokens, static_cast<size_t>(kStalledTokens));
+  EXPECT_LT(chunks, kStalledTokens);
 }
 
 }  // namespace

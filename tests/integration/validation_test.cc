@@ -43,6 +43,9 @@ TEST(Validation, InvalidFieldsAreNamed) {
       {"stop token >= vocab", [&](auto& r) { r.add_stop_token_ids(vocab + 5); }, "stop_token_ids[0]"},
       {"logprobs > 20", [](auto& r) { r.set_logprobs(21); }, "logprobs"},
       {"request_id too long", [](auto& r) { r.set_request_id(std::string(200, 'x')); }, "request_id"},
+      {"budget min_weight < 0", [](auto& r) { r.mutable_expert_budget()->set_min_weight(-1); },
+       "expert_budget.min_weight"},
+      {"budget k_scale NaN", [](auto& r) { r.mutable_expert_budget()->set_k_scale(NAN); }, "expert_budget.k_scale"},
   };
   for (const BadCase& c : cases) {
     v1::GenerateRequest r = TokenRequest({1, 5}, 4);
@@ -75,6 +78,24 @@ TEST(Validation, StopStringEndsBeforeTheMatch) {
   ASSERT_TRUE(stopped.status.ok());
   EXPECT_EQ(stopped.finish, v1::STOP_SEQUENCE);
   EXPECT_EQ(stopped.text, full.text.substr(0, full.text.find(stop)));
+}
+
+TEST(Validation, ExpertBudgetLowersRealisedActivation) {
+  TestServer server;
+  const int vocab = static_cast<int>(server.Info().vocab_size());
+  v1::GenerateRequest exact = TokenRequest(RandomPrompt(16, vocab, 21), 8);
+  v1::GenerateRequest budget = exact;
+  budget.mutable_expert_budget()->set_min_weight(0.05f);
+  const GenerateResult a = Generate(server.stub(), exact), b = Generate(server.stub(), budget);
+  ASSERT_TRUE(a.status.ok() && b.status.ok());
+  ASSERT_EQ(a.last.moe_stats().layers_size(), b.last.moe_stats().layers_size());
+  for (int i = 0; i < a.last.moe_stats().layers_size(); ++i) {
+    EXPECT_LT(b.last.moe_stats().layers(i).mean_active_experts(), a.last.moe_stats().layers(i).mean_active_experts());
+  }
+  // An empty budget message is exact: the same tokens as no budget at all.
+  v1::GenerateRequest empty = exact;
+  empty.mutable_expert_budget();
+  EXPECT_EQ(Generate(server.stub(), empty).tokens, a.tokens);
 }
 
 TEST(Validation, StopTokenEndsGeneration) {

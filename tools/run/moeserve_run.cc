@@ -39,6 +39,10 @@ ABSL_FLAG(float, top_p, 1.0f, "top-p sampling (1 = off)");
 ABSL_FLAG(uint64_t, seed, 0, "sampling seed");
 ABSL_FLAG(bool, ignore_eos, false, "keep generating past end-of-sequence tokens");
 ABSL_FLAG(bool, quiet, false, "print no generated text (benchmarks)");
+ABSL_FLAG(float, budget_min_weight, 0.0f,
+          "expert budget, DECO/BlockFFN and ReMoE: drop routed experts whose |weight| is below this (0 = off)");
+ABSL_FLAG(float, budget_k_scale, 1.0f, "expert budget, SoftMoE: scale every layer's k_l by this (1 = exact)");
+ABSL_FLAG(int, budget_max_experts, 0, "expert budget, top-k and TopP: at most this many experts per token (0 = off)");
 
 namespace moeserve {
 namespace {
@@ -116,6 +120,14 @@ absl::Status Run() {
     ASSIGN_OR_RETURN(prompt, ParseTokenIds(absl::GetFlag(FLAGS_token_ids)));
   }
 
+  ExpertBudget budget;
+  budget.min_weight = absl::GetFlag(FLAGS_budget_min_weight);
+  budget.k_scale = absl::GetFlag(FLAGS_budget_k_scale);
+  budget.max_experts = absl::GetFlag(FLAGS_budget_max_experts);
+  if (const char* bad = budget.Invalid(); bad != nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat("--budget_*: ", bad));
+  }
+
   EngineOptions options;
   options.model_dir = model_dir;
   ASSIGN_OR_RETURN(options.compute_dtype, ParseComputeDType(absl::GetFlag(FLAGS_dtype)));
@@ -154,7 +166,7 @@ absl::Status Run() {
     const int64_t n = std::min<int64_t>(chunk, prompt.size() - start);
     ForwardBatch batch;
     batch.chunks.push_back({std::span<const int32_t>(prompt).subspan(start, n), static_cast<int32_t>(start),
-                            block_table, dump_logits ? LogitsMode::kAll : LogitsMode::kLast});
+                            block_table, dump_logits ? LogitsMode::kAll : LogitsMode::kLast, budget});
     RETURN_IF_ERROR(engine->Forward(batch, &out));
     if (dump_logits) prompt_logits.insert(prompt_logits.end(), out.logits.begin(), out.logits.end());
     last_logits.assign(out.logits.end() - engine->vocab_size(), out.logits.end());
@@ -197,7 +209,7 @@ absl::Status Run() {
     if ((is_eos && !absl::GetFlag(FLAGS_ignore_eos)) || generated == max_new) break;
     ForwardBatch batch;
     batch.chunks.push_back({std::span<const int32_t>(&history.back(), 1), static_cast<int32_t>(history.size() - 1),
-                            block_table, LogitsMode::kLast});
+                            block_table, LogitsMode::kLast, budget});
     RETURN_IF_ERROR(engine->Forward(batch, &out));
     last_logits.assign(out.logits.begin(), out.logits.end());
     for (size_t l = 0; l < num_layers; ++l) active_sum[l] += out.active_counts[l];
