@@ -15,7 +15,7 @@ PACKAGES=(
   # a real Prometheus for the observability test
   prometheus
   # tools, reference model and tests
-  python3 python3-numpy python3-torch python3-grpcio python3-protobuf
+  python3 python3-numpy python3-torch python3-grpcio python3-protobuf python3-yaml
 )
 
 missing=()

@@ -8,8 +8,17 @@ namespace moeserve {
 class GenerationCall::StreamReactor : public grpc::ServerWriteReactor<v1::GenerateResponse> {
  public:
   explicit StreamReactor(GenerationCall* call) : call_(call) {}
-  void OnWriteDone(bool ok) override { call_->OnWriteDone(ok); }
-  void OnCancel() override { call_->OnCancel(); }
+  // gRPC runs OnCancel/OnWriteDone before OnDone, so keep_alive is still set here; holding a
+  // copy for the duration orders our last touch of the call before whichever thread (often
+  // the scheduler's) drops the final reference, through an atomic that TSan can see.
+  void OnWriteDone(bool ok) override {
+    const std::shared_ptr<GenerationCall> hold = keep_alive;
+    call_->OnWriteDone(ok);
+  }
+  void OnCancel() override {
+    const std::shared_ptr<GenerationCall> hold = keep_alive;
+    call_->OnCancel();
+  }
   void OnDone() override {
     call_->OnDone();
     delete this;
@@ -24,7 +33,10 @@ class GenerationCall::StreamReactor : public grpc::ServerWriteReactor<v1::Genera
 class GenerationCall::UnaryReactor : public grpc::ServerUnaryReactor {
  public:
   explicit UnaryReactor(GenerationCall* call) : call_(call) {}
-  void OnCancel() override { call_->OnCancel(); }
+  void OnCancel() override {
+    const std::shared_ptr<GenerationCall> hold = keep_alive;
+    call_->OnCancel();
+  }
   void OnDone() override {
     call_->OnDone();
     delete this;

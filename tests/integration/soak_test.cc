@@ -86,13 +86,20 @@ TEST(Soak, StalledReaderDoesNotHoldUpOthers) {
   TestServer server;
   const int vocab = static_cast<int>(server.Info().vocab_size());
   // A stream whose client stops reading after the first chunk, for a long time. Top-20
-  // logprobs make each chunk ~200 bytes, so 480 of them overrun the HTTP/2 flow-control window
-  // (64 KiB) and the server has to hold tokens back instead of writing them one by one.
+  // logprobs make each chunk ~200 bytes, so 480 of them overrun the HTTP/2 flow-control
+  // window and the server has to hold tokens back instead of writing them one by one.
   constexpr int kStalledTokens = 480;
+  // Its own channel with a fixed 16 KiB receive window (no BDP growth), so the backpressure
+  // does not depend on how fast this machine runs.
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+  args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 16 * 1024);
+  auto stalled_stub = v1::Inference::NewStub(grpc::CreateCustomChannel(
+      "127.0.0.1:" + std::to_string(server.server().port()), grpc::InsecureChannelCredentials(), args));
   grpc::ClientContext stalled_ctx;
   v1::GenerateRequest stalled_request = TokenRequest(RandomPrompt(10, vocab, 1), kStalledTokens);
   stalled_request.set_logprobs(20);
-  auto stalled = server.stub().Generate(&stalled_ctx, stalled_request);
+  auto stalled = stalled_stub->Generate(&stalled_ctx, stalled_request);
   v1::GenerateResponse chunk;
   ASSERT_TRUE(stalled->Read(&chunk));
   // Meanwhile other clients are served to completion.
@@ -101,6 +108,9 @@ TEST(Soak, StalledReaderDoesNotHoldUpOthers) {
     ASSERT_TRUE(r.status.ok()) << r.status.error_message();
     EXPECT_EQ(r.tokens.size(), 30u);
   }
+  // Let the stalled request finish generating while nobody reads it, so the tokens past the
+  // flow-control window must have been held back whatever the machine's speed.
+  EXPECT_TRUE(WaitForInfo(server, [](const v1::ModelInfo& i) { return i.num_requests_running() == 0; }, 60000));
   // The stalled reader resumes and gets every token, merged into fewer chunks.
   size_t tokens = chunk.token_ids_size();
   int chunks = 1;
