@@ -76,6 +76,7 @@ void GenerationCall::Reject(const grpc::Status& status) {
     std::lock_guard<std::mutex> lock(mu_);
     finishing_ = true;
   }
+  RunOnFinish();
   if (stream_ != nullptr) stream_->Finish(status);
   if (unary_ != nullptr) unary_->Finish(status);
 }
@@ -207,9 +208,11 @@ void GenerationCall::Perform(const Action& action) {
       stream_->StartWrite(&in_flight_);
       return;
     case Action::kWriteAndFinish:
+      RunOnFinish();
       stream_->StartWriteAndFinish(&in_flight_, grpc::WriteOptions(), action.status);
       return;
     case Action::kFinish:
+      RunOnFinish();
       if (stream_ != nullptr) stream_->Finish(action.status);
       if (unary_ != nullptr) unary_->Finish(action.status);
       return;
@@ -253,17 +256,24 @@ void GenerationCall::OnCancel() {
   Perform(action);
 }
 
+void GenerationCall::RunOnFinish() {
+  std::function<void()> on_finish;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    on_finish.swap(on_finish_);
+  }
+  if (on_finish) on_finish();
+}
+
 void GenerationCall::OnDone() {
-  std::function<void()> on_done;
   {
     std::lock_guard<std::mutex> lock(mu_);
     finishing_ = true;
     stream_ = nullptr;
     unary_ = nullptr;
     unary_response_ = nullptr;
-    on_done.swap(on_done_);
   }
-  if (on_done) on_done();
+  RunOnFinish();
 }
 
 }  // namespace moeserve

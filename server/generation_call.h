@@ -40,8 +40,10 @@ class GenerationCall : public RequestSink {
 
   void OnEvent(TokenEvent event) override;
 
-  // Runs once when gRPC is done with the call (e.g. to release a per-client slot).
-  void set_on_done(std::function<void()> on_done) { on_done_ = std::move(on_done); }
+  // Runs once, just before the final status is handed to gRPC (or when gRPC drops the call
+  // without one). Releasing a per-client slot here, not in OnDone, means a client that has seen
+  // its status may start its next call at once without racing the server's cleanup.
+  void set_on_finish(std::function<void()> on_finish) { on_finish_ = std::move(on_finish); }
 
  private:
   class StreamReactor;
@@ -53,6 +55,7 @@ class GenerationCall : public RequestSink {
   void OnDone();
   Action NextActionLocked();
   void Perform(const Action& action);
+  void RunOnFinish();
   v1::GenerateResponse ToResponse(TokenEvent& event) const;
   static void Merge(v1::GenerateResponse& into, v1::GenerateResponse&& chunk);
 
@@ -73,7 +76,7 @@ class GenerationCall : public RequestSink {
   std::optional<v1::GenerateResponse> final_;    // the last chunk, once it exists
   grpc::Status final_status_;
   v1::GenerateResponse in_flight_;               // the message being written
-  std::function<void()> on_done_;
+  std::function<void()> on_finish_;
 };
 
 }  // namespace moeserve

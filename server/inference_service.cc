@@ -54,7 +54,7 @@ void InferenceService::Admit(grpc::CallbackServerContext* context, const v1::Gen
     call->Reject(slot);
     return;
   }
-  call->set_on_done([access = access_, client] { access->Release(client); });
+  call->set_on_finish([access = access_, client] { access->Release(client); });
   params->request_id = id;
   call->Start(call, std::move(*params));
 }

@@ -19,6 +19,16 @@ Example:
   gen_tiny_model.py --out /tmp/m --variant deco --size tiny --set router_norm_type=rms
   gen_tiny_model.py --out /tmp/m --variant softmoe --set norm_type=rmsnorm \
       --set position_embedding_type=rope --set expert_activation=swiglu --eta-tensor
+  gen_tiny_model.py --out /tmp/m --variant deco --size 0.1B --dtype bf16 --target-activation 0.2
+
+--target-activation R (ReLU routers: DECO, BlockFFN-v1, ReMoE): random routers activate about
+half of the experts, trained DECO about 20 %. With R the generator adds a constant random
+component to the embedding rows and shifts every router row along its layer's mean router
+input so that each expert is active on a fraction R of the calibration tokens, layer by layer,
+measured by the checkpoint's own forward in the stored dtype (method:
+tools/py/activation_calibration.py). Same tensors, shapes, dtypes and config.json as without it;
+the realised per-layer / mean ratios on the calibration and on a held-out set are printed and
+written to DIR/generation_report.json. Without the flag the output is unchanged.
 """
 import argparse
 import json
@@ -28,12 +38,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import zlib
 
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "py"))
+import activation_calibration as calib  # noqa: E402
 import safetensors_io as st  # noqa: E402
 
 CORPUS = os.path.join(HERE, "data", "tokenizer_corpus.txt")
@@ -317,6 +329,69 @@ def make_tensor(seed, name, shape, init):
     return init(rng, shape).astype(np.float32, copy=False)
 
 
+def stored_values(arr, dtype):
+    """float32 array -> the float32 values it has once written in `dtype` (exact upcast)."""
+    if dtype == "BF16":
+        return st.bf16_bits_to_fp32(st.fp32_to_bf16_bits(arr))
+    if dtype == "F16":
+        return np.asarray(arr, np.float32).astype(np.float16).astype(np.float32)
+    return np.asarray(arr, np.float32)
+
+
+def calibrate_activation(a, cfg, specs, dtype):
+    """--target-activation: -> {name: float32 stored values} for every tensor computed here
+    (the changed embedding and routers, plus the unchanged ones it produced, so they are not
+    generated twice; re-encoding stored values is exact). Writes generation_report.json."""
+    why = calib.applicable(cfg)
+    if why:
+        sys.exit(f"gen_tiny_model: --target-activation does not apply: {why}")
+    if not 0.0 < a.target_activation < 1.0:
+        sys.exit("gen_tiny_model: --target-activation must be in (0, 1)")
+    by_name = {n: (s, init) for n, s, init in specs}
+    values = {}
+
+    def get(name):
+        if name not in values:
+            shape, init = by_name[name]
+            values[name] = stored_values(make_tensor(a.seed, name, shape, init),
+                                         stored_dtype(name, dtype))
+        return values[name]
+
+    def set_router(name, arr):
+        values[name] = stored_values(arr, stored_dtype(name, dtype))
+
+    t0 = time.time()
+    emb_name = "model.embed_tokens.weight"
+    shape, init = by_name[emb_name]
+    dc = calib.dc_vector(np.random.default_rng([a.seed, zlib.crc32(b"calibration.dc")]), shape[1])
+    values[emb_name] = stored_values(make_tensor(a.seed, emb_name, shape, init) + dc[None, :],
+                                     stored_dtype(emb_name, dtype))
+    P = cfg["max_position_embeddings"]
+    cal_len = min(a.calib_seq_len, P)
+    held_len = cal_len
+    log = (lambda msg: print(f"gen_tiny_model: {msg}", flush=True)) if a.verbose else (lambda m: None)
+    rep = calib.calibrate(
+        cfg, moe_pattern(cfg), get, set_router, values[emb_name], a.target_activation,
+        a.calib_tokens, np.random.default_rng([a.seed, zlib.crc32(b"calibration.tokens")]),
+        np.random.default_rng([a.seed, zlib.crc32(b"calibration.heldout")]), cal_len,
+        a.heldout_tokens, held_len, log=log)
+    rep["seed"], rep["dtype"], rep["variant"], rep["size"] = a.seed, dtype, a.variant, a.size
+    rep["seconds"]["total"] = round(time.time() - t0, 2)
+    with open(os.path.join(a.out, "generation_report.json"), "w") as f:
+        json.dump(rep, f, indent=2)
+        f.write("\n")
+    c, h = rep["calibration"], rep["held_out"]
+    fmt = lambda d: " ".join(f"{k}:{v:.3f}" for k, v in d.items())  # noqa: E731
+    print(f"gen_tiny_model: target activation {a.target_activation}: realised mean ratio "
+          f"{c['mean_ratio']:.4f} on calibration ({c['sequences']}x{c['tokens_per_sequence']} "
+          f"tokens), {h['mean_ratio']:.4f} on held-out ({h['sequences']}x"
+          f"{h['tokens_per_sequence']}); random routers before: "
+          f"{np.mean(list(rep['before_shift_per_layer'].values())):.3f}")
+    print(f"gen_tiny_model:   per layer (calibration) {fmt(c['per_layer'])}")
+    print(f"gen_tiny_model:   per layer (held-out)    {fmt(h['per_layer'])}")
+    return values
+
+
 # ---------------------------------------------------------------- tokenizer
 
 def train_tokenizer(out_dir, vocab, seed):
@@ -505,6 +580,16 @@ def main(argv=None):
                     help="softmoe: k from eta as the tensor model.moe_budget.eta + key moe_router_budget")
     ap.add_argument("--k-crosscheck", action="store_true",
                     help="softmoe with --eta-*: also write the k list eta implies (moe_router_k_per_layer)")
+    ap.add_argument("--target-activation", type=float, metavar="R",
+                    help="ReLU routers: calibrate to expert activation ratio R, e.g. 0.2 (see above)")
+    ap.add_argument("--calib-tokens", type=int, default=1024,
+                    help="with --target-activation: calibration tokens (default 1024)")
+    ap.add_argument("--calib-seq-len", type=int, default=160,
+                    help="with --target-activation: calibration and held-out sequence length "
+                         "(default 160: the decode benchmark's 32 + 128 positions)")
+    ap.add_argument("--heldout-tokens", type=int, default=512,
+                    help="with --target-activation: held-out tokens for the report (default 512)")
+    ap.add_argument("--verbose", action="store_true", help="per-layer calibration progress")
     a = ap.parse_args(argv)
 
     os.makedirs(a.out, exist_ok=True)
@@ -524,6 +609,12 @@ def main(argv=None):
     else:
         cfg = build_config(a.variant, a.size, vocab, parse_sets(a.set))
         specs = tensor_specs(cfg, vocab, a.tied)
+    computed = {}
+    if a.target_activation is not None:
+        if a.variant == "softmoe":
+            sys.exit("gen_tiny_model: --target-activation does not apply to softmoe (LapSum "
+                     "soft top-k: the per-layer k sets the activation, see moe_router_k_per_layer)")
+        computed = calibrate_activation(a, cfg, specs, dtype)
     with open(os.path.join(a.out, "config.json"), "w") as f:
         json.dump(cfg, f, indent=2)
         f.write("\n")
@@ -531,6 +622,8 @@ def main(argv=None):
     by_name = {n: (s, init) for n, s, init in specs}
 
     def produce(name):
+        if name in computed:
+            return computed[name]
         shape, init = by_name[name]
         return make_tensor(a.seed, name, shape, init)
 
