@@ -44,26 +44,51 @@ class WeightBuilder {
     return v;
   }
 
+  // Lookup tables (token and position embeddings) are read a row at a time, never through a
+  // matmul, so they stay in a float type when the compute dtype is int8.
+  absl::StatusOr<WeightMatrix> Table(const std::string& name, const std::vector<int64_t>& shape, int64_t rows,
+                                     int64_t cols) {
+    ASSIGN_OR_RETURN(const TensorView* t, store_.Take(name, shape));
+    return Convert(*t, dtype_ == DType::kI8 ? DType::kBF16 : dtype_, rows, cols);
+  }
+
  private:
   WeightMatrix Convert(const TensorView& t, DType to, int64_t rows, int64_t cols) {
     const int64_t n = rows * cols;
     const bool aligned = reinterpret_cast<uintptr_t>(t.data) % DTypeSize(to) == 0;
     if (t.dtype == to && aligned) return WeightMatrix{to, rows, cols, cols, t.data};  // mmapped, no copy
+    if (to == DType::kI8) return Quantize(t, rows, cols);
     auto buffer = std::make_unique<unsigned char[]>(n * DTypeSize(to));
     if (to == DType::kF32) {
       ConvertToF32(t.dtype, t.data, n, reinterpret_cast<float*>(buffer.get()));
-    } else if (t.dtype == DType::kBF16) {
+    } else if (t.dtype == to) {
       std::memcpy(buffer.get(), t.data, n * 2);  // only misaligned
     } else {
       auto* dst = reinterpret_cast<uint16_t*>(buffer.get());
       std::vector<float> row(cols);
       for (int64_t r = 0; r < rows; ++r) {
         ConvertToF32(t.dtype, t.data + r * cols * DTypeSize(t.dtype), cols, row.data());
-        for (int64_t c = 0; c < cols; ++c) dst[r * cols + c] = F32ToBf16(row[c]);
+        for (int64_t c = 0; c < cols; ++c) dst[r * cols + c] = to == DType::kBF16 ? F32ToBf16(row[c]) : F32ToF16(row[c]);
       }
     }
     WeightMatrix m{to, rows, cols, cols, buffer.get()};
     out_.buffers.push_back(std::move(buffer));
+    return m;
+  }
+
+  // int8 with one scale per row, from the checkpoint's values (no intermediate rounding).
+  WeightMatrix Quantize(const TensorView& t, int64_t rows, int64_t cols) {
+    auto q = std::make_unique<unsigned char[]>(rows * cols);
+    auto scales = std::make_unique<unsigned char[]>(rows * sizeof(float));
+    auto* scale = reinterpret_cast<float*>(scales.get());
+    std::vector<float> row(cols);
+    for (int64_t r = 0; r < rows; ++r) {
+      ConvertToF32(t.dtype, t.data + r * cols * DTypeSize(t.dtype), cols, row.data());
+      scale[r] = QuantizeRowInt8(row.data(), cols, reinterpret_cast<int8_t*>(q.get()) + r * cols);
+    }
+    WeightMatrix m{DType::kI8, rows, cols, cols, q.get(), scale};
+    out_.buffers.push_back(std::move(q));
+    out_.buffers.push_back(std::move(scales));
     return m;
   }
 
@@ -77,7 +102,7 @@ std::vector<float> RowMean(const WeightMatrix& w) {
   std::vector<double> acc(w.cols, 0.0);
   std::vector<float> row(w.cols);
   for (int64_t r = 0; r < w.rows; ++r) {
-    ConvertToF32(w.dtype, w.RowPtr(r), w.cols, row.data());
+    w.RowToF32(r, row.data());
     for (int64_t c = 0; c < w.cols; ++c) acc[c] += row[c];
   }
   std::vector<float> mean(w.cols);
@@ -381,10 +406,10 @@ absl::Status LoadSoftMoe(WeightBuilder& b, TensorStore& store, const std::string
   }
   ASSIGN_OR_RETURN(c.moe_k, ResolveSoftMoeK(c, eta, config_path, eta_label));
 
-  ASSIGN_OR_RETURN(w.embed, b.Matrix("model.embed_tokens.weight", {V, H}, V, H));
+  ASSIGN_OR_RETURN(w.embed, b.Table("model.embed_tokens.weight", {V, H}, V, H));
   if (c.positions == PositionKind::kLearned) {
     const int64_t P = c.max_position_embeddings;
-    ASSIGN_OR_RETURN(w.pos_embed, b.Matrix("model.embed_positions.weight", {P, H}, P, H));
+    ASSIGN_OR_RETURN(w.pos_embed, b.Table("model.embed_positions.weight", {P, H}, P, H));
   }
   w.tied_head = c.tie_word_embeddings;
   if (w.tied_head) {
@@ -521,7 +546,7 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> LoadModelWeights(const std::string
                                               " differs from the embedding's ", V, " rows; using ", V));
   }
   WeightBuilder b(*w->store, options.compute_dtype, *w);
-  ASSIGN_OR_RETURN(w->embed, b.Matrix("model.embed_tokens.weight", {V, H}, V, H));
+  ASSIGN_OR_RETURN(w->embed, b.Table("model.embed_tokens.weight", {V, H}, V, H));
   w->tied_head = w->store->Find("lm_head.weight") == nullptr;
   if (w->tied_head) {
     w->head = w->embed;

@@ -130,27 +130,37 @@ void ExpertExecutor::Run(const ExpertBank& bank, const float* m, int64_t num_tok
   });
   // Down projection, per token over its experts' d-wide slices in ascending expert order (one
   // reduction per output row), split across threads by output row so no two threads write the
-  // same output. Each row's active slices are read once and stay in cache across the tokens.
+  // same output. Rows go in tiles small enough for the tile's active slices to stay in L2
+  // while every token of the batch passes over them: the union of experts is read from memory
+  // once per step, not once per token.
   segment_base_.resize(entries);
   segment_vec_.resize(entries);
+  segment_scale_.resize(entries);
+  const bool int8 = bank.down.dtype == DType::kI8;
   for (size_t i = 0; i < entries; ++i) {
-    segment_base_[i] = bank.Down(routing.experts[i]).data;
+    const WeightMatrix slice = bank.Down(routing.experts[i]);
+    segment_base_[i] = slice.data;
+    segment_scale_[i] = slice.scales;
     segment_vec_[i] = &hidden_[static_cast<size_t>(slot_of_entry_[i]) * d];
   }
   const int64_t row_stride = bank.Down(0).ld;
   const float* down_bias = bank.down_bias.empty() ? nullptr : bank.down_bias.data();
+  constexpr int64_t kDownRowTile = 32;
   pool_->ParallelFor(H, [&](int64_t r0, int64_t r1) {
-    for (int64_t t = 0; t < num_tokens; ++t) {
-      const int32_t begin = routing.offsets[t], n = routing.offsets[t + 1] - begin;
-      SegmentedRowDots(bank.down.dtype, &segment_base_[begin], &segment_vec_[begin], n, d, row_stride, y + t * H, 1,
-                       r0, r1);
-      if (down_bias == nullptr || n == 0) continue;
-      // Σ_e w_e·b_down,e in the token's own entry order (independent of the batch).
-      float* yt = y + t * H;
-      for (int64_t r = r0; r < r1; ++r) {
-        float s = 0.0f;
-        for (int32_t i = begin; i < begin + n; ++i) s += routing.weights[i] * down_bias[routing.experts[i] * H + r];
-        yt[r] += s;
+    for (int64_t tile = r0; tile < r1; tile += kDownRowTile) {
+      const int64_t tile_end = std::min(r1, tile + kDownRowTile);
+      for (int64_t t = 0; t < num_tokens; ++t) {
+        const int32_t begin = routing.offsets[t], n = routing.offsets[t + 1] - begin;
+        SegmentedRowDots(bank.down.dtype, &segment_base_[begin], int8 ? &segment_scale_[begin] : nullptr,
+                         &segment_vec_[begin], n, d, row_stride, y + t * H, 1, tile, tile_end);
+        if (down_bias == nullptr || n == 0) continue;
+        // Σ_e w_e·b_down,e in the token's own entry order (independent of the batch).
+        float* yt = y + t * H;
+        for (int64_t r = tile; r < tile_end; ++r) {
+          float s = 0.0f;
+          for (int32_t i = begin; i < begin + n; ++i) s += routing.weights[i] * down_bias[routing.experts[i] * H + r];
+          yt[r] += s;
+        }
       }
     }
   });

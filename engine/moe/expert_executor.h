@@ -37,6 +37,7 @@ class ExpertExecutor {
   std::vector<int32_t> slot_of_entry_;   // routing entry -> its slot in the grouped order
   std::vector<const void*> segment_base_;  // per routing entry: its expert's down slice
   std::vector<const float*> segment_vec_;  // per routing entry: its scaled activations
+  std::vector<const float*> segment_scale_;  // per routing entry: its down slice's row scales (int8)
   std::vector<int32_t> active_experts_;
   std::vector<float> token_mean_;        // NormSiLU mean per token
   std::vector<float> hidden_;            // [entries, d] scaled activations

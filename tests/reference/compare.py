@@ -13,6 +13,10 @@ from --margins. Modes:
   bf16  mean|d| <= 0.05, max <= 0.5, row cosine >= 0.997, argmax equal where the reference's
         top-2 gap >= 0.5; sets equal where margin >= 0.05 and <= 1% of (token, expert) pairs
         differ (--max-pair-diff); weights within 0.1 (abs, or rel above 1)
+  int8  the int8 weight-only engine (per-row scales; not in the spec, bounds of our own,
+        about 3x the bf16 ones, recorded with the measured values in bench/RESULTS.md):
+        mean|d| <= 0.15, max <= 1.5, row cosine >= 0.99, argmax equal where the top-2 gap
+        >= 1.5; sets equal where margin >= 0.15, <= 3% of pairs differ; weights within 0.3
 A token whose set differs at a near tie is exempt from then on: its later layers' sets and
 weights and its logits row are not checked (a top-k/top-p flip changes them discontinuously).
   --engine-vs-engine (two engine runs, e.g. chunked vs one-shot prefill): fp32 mode tightens
@@ -37,6 +41,13 @@ def load_routing(path):
     with open(path) as f:
         layers = json.load(f)["layers"]
     return sorted(layers, key=lambda l: l["layer"])
+
+
+# Bounds of the reduced-precision modes (bf16: spec deco.md §10; int8: ours, see above).
+LOOSE_BOUNDS = {
+    "bf16": dict(mean=0.05, max=0.5, cos=0.997, gap=0.5, margin=0.05, pairs=0.01, weight=0.1),
+    "int8": dict(mean=0.15, max=1.5, cos=0.99, gap=1.5, margin=0.15, pairs=0.03, weight=0.3),
+}
 
 
 def logit_checks(ref, got, mode, e2e, fails, skip_rows=()):
@@ -66,24 +77,30 @@ def logit_checks(ref, got, mode, e2e, fails, skip_rows=()):
             fails.append(f"max |dlogit| {stats['max']:.3g} > {lim:g} (token {t}, id {v}: "
                          f"ref {ref[t, v]:.6g} got {got[t, v]:.6g})")
     else:
-        if not stats["mean"] <= 0.05:
-            fails.append(f"mean |dlogit| {stats['mean']:.3g} > 0.05")
-        if not stats["max"] <= 0.5:
-            fails.append(f"max |dlogit| {stats['max']:.3g} > 0.5")
-        if not stats["cos"] >= 0.997:
-            fails.append(f"min row cosine {stats['cos']:.5f} < 0.997 (token {int(cos.argmin())})")
+        b = LOOSE_BOUNDS[mode]
+        if mode != "bf16":
+            clear = (top2[:, 1] - top2[:, 0]) >= b["gap"]
+            argmax_bad = stats["argmax_bad"] = int(((ref.argmax(-1) != got.argmax(-1)) & clear).sum())
+        if not stats["mean"] <= b["mean"]:
+            fails.append(f"mean |dlogit| {stats['mean']:.3g} > {b['mean']}")
+        if not stats["max"] <= b["max"]:
+            fails.append(f"max |dlogit| {stats['max']:.3g} > {b['max']}")
+        if not stats["cos"] >= b["cos"]:
+            fails.append(f"min row cosine {stats['cos']:.5f} < {b['cos']} (token {int(cos.argmin())})")
         if argmax_bad:
-            fails.append(f"argmax differs on {argmax_bad} tokens whose reference top-2 gap >= 0.5")
+            fails.append(f"argmax differs on {argmax_bad} tokens whose reference top-2 gap >= {b['gap']}")
     return stats
 
 
 def routing_checks(ref_layers, got_layers, margin_layers, mode, e2e, T, fails,
                    max_pair_diff=0.01):
     """Compare active sets and weights layer by layer; -> stats dict."""
-    exempt_below = {"fp32": 1e-4, "bf16": 0.05}[mode]
+    exempt_below = 1e-4 if mode == "fp32" else LOOSE_BOUNDS[mode]["margin"]
     if e2e and mode == "fp32":
         exempt_below = 0.0  # two runs of the same engine: routing must be identical
-    w_tol = 0.1 if mode == "bf16" else 1e-4
+    w_tol = 1e-4 if mode == "fp32" else LOOSE_BOUNDS[mode]["weight"]
+    if mode == "int8":
+        max_pair_diff = max(max_pair_diff, LOOSE_BOUNDS["int8"]["pairs"])
     s = dict(moe_layers=0, bad_tokens=0, exempt=0, pair_diff=0, pairs=0, wmax=0.0,
              exempt_tokens=set())
     if [l["layer"] for l in ref_layers] != [l["layer"] for l in got_layers]:
@@ -140,7 +157,7 @@ def routing_checks(ref_layers, got_layers, margin_layers, mode, e2e, T, fails,
                                  f"got {gw[e]:.6g}")
     if s["bad_tokens"] > 5:
         fails.append(f"... {s['bad_tokens']} tokens with different active sets in total")
-    if mode == "bf16" and s["pairs"] and s["pair_diff"] > max_pair_diff * s["pairs"]:
+    if mode != "fp32" and s["pairs"] and s["pair_diff"] > max_pair_diff * s["pairs"]:
         fails.append(f"{s['pair_diff']}/{s['pairs']} (token, expert) pairs differ "
                      f"(> {max_pair_diff:.1%})")
     return s
@@ -175,7 +192,7 @@ def main(argv=None):
     ap.add_argument("--got-logits", required=True)
     ap.add_argument("--got-routing", required=True)
     ap.add_argument("--vocab", type=int, required=True)
-    ap.add_argument("--mode", choices=["fp32", "bf16"], default="fp32")
+    ap.add_argument("--mode", choices=["fp32", "bf16", "int8"], default="fp32")
     ap.add_argument("--engine-vs-engine", action="store_true")
     ap.add_argument("--margins", help="routing JSON whose margins to use (default: --ref-routing)")
     ap.add_argument("--max-pair-diff", type=float, default=0.01,

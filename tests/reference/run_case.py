@@ -2,7 +2,7 @@
 """One end-to-end engine test case (called from CTest).
 
   run_case.py --engine PATH --workdir DIR --variant V [--set k=v ...] [--gen-dtype f32|bf16|f16]
-              [--engine-dtype f32|bf16] [--shards K] [--seed N] [--tokens N] [--tied]
+              [--engine-dtype f32|bf16|f16|int8] [--shards K] [--seed N] [--tokens N] [--tied]
               [--check-chunks 1,3,7] [--check-dense] [--gen-arg=--eta-tensor ...]
               [--check-budget min_weight=0.05|k_scale=0.5|max_experts=1]
 
@@ -60,7 +60,7 @@ def main(argv=None):
     ap.add_argument("--size", default="tiny")
     ap.add_argument("--set", action="append", default=[])
     ap.add_argument("--gen-dtype", default="f32", choices=["f32", "bf16", "f16"])
-    ap.add_argument("--engine-dtype", default="f32", choices=["f32", "bf16"])
+    ap.add_argument("--engine-dtype", default="f32", choices=["f32", "bf16", "f16", "int8"])
     ap.add_argument("--shards", type=int, default=1)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--tokens", type=int, default=20, help="prompt length incl. BOS")
@@ -107,7 +107,8 @@ def main(argv=None):
                "--dump-routing", out(f"{tag}.json")] + extra
         return run(cmd, f"engine[{tag}]", a.timeout)
 
-    mode = "bf16" if a.engine_dtype == "bf16" else "fp32"
+    # f16 weights hold more mantissa than bf16, so the bf16 bounds apply to them as well.
+    mode = {"f32": "fp32", "bf16": "bf16", "f16": "bf16", "int8": "int8"}[a.engine_dtype]
     ok = True
 
     def check(what, *args, mode=mode, **kw):

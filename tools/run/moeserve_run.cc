@@ -27,7 +27,8 @@ ABSL_FLAG(std::string, model, "", "model directory (config.json + safetensors)")
 ABSL_FLAG(std::string, prompt, "", "prompt text (needs tokenizer.model); BOS is prepended");
 ABSL_FLAG(std::string, token_ids, "", "prompt as comma-separated token ids, used as given");
 ABSL_FLAG(int, max_new_tokens, 32, "tokens to generate after the prompt");
-ABSL_FLAG(std::string, dtype, "f32", "compute weights: f32 or bf16 (activations are always fp32)");
+ABSL_FLAG(std::string, dtype, "f32",
+          "compute weights: f32, bf16, f16 or int8 (per-row scales; activations are always fp32)");
 ABSL_FLAG(int, threads, 0, "worker threads (0 = all cores)");
 ABSL_FLAG(int, prefill_chunk, 0, "feed the prompt N tokens per step (0 = all at once, 1 = token by token)");
 ABSL_FLAG(std::string, dump_logits, "", "write float32 [prompt_len, vocab] logits of every prompt position");

@@ -1,12 +1,14 @@
 // Matrix kernels of the CPU backend: y = x · Wᵀ for a few token rows x against weight rows W
-// (f32 or bf16 weights, f32 activations and accumulation). Runtime dispatch picks AVX2+FMA
-// when the CPU has it, a portable loop otherwise.
+// (f32, bf16, f16 or int8-with-row-scales weights; fp32 activations and accumulation). The
+// inner kernels (kernels.h) are chosen once at startup: AVX-512F, else AVX2+FMA+F16C on x86,
+// NEON on aarch64, a portable loop otherwise; MOESERVE_CPU_KERNELS pins one.
 #ifndef MOESERVE_ENGINE_BACKEND_CPU_MATMUL_H_
 #define MOESERVE_ENGINE_BACKEND_CPU_MATMUL_H_
 
 #include <cstdint>
 #include <span>
 
+#include "engine/backend/cpu/kernels.h"
 #include "engine/backend/cpu/thread_pool.h"
 #include "engine/backend/cpu/weight_matrix.h"
 
@@ -17,11 +19,13 @@ namespace moeserve {
 void MatMulRows(const WeightMatrix& w, const float* x, int64_t x_stride, int64_t num_tokens,
                 float* y, int64_t y_stride, int64_t r0, int64_t r1, bool accumulate);
 
-// For rows r in [r0, r1): y[r * y_stride] += Σ_s dot(W_s[r, :len], vecs[s][:len]), where
-// W_s's row r starts `r * row_stride` elements after bases[s]. One reduction per row however
-// many segments: the down projection of a token over its active experts' d-wide slices.
-void SegmentedRowDots(DType dtype, const void* const* bases, const float* const* vecs, int segments, int64_t len,
-                      int64_t row_stride, float* y, int64_t y_stride, int64_t r0, int64_t r1);
+// For rows r in [r0, r1): y[r * y_stride] += Σ_s scale_s[r] · dot(W_s[r, :len], vecs[s][:len]),
+// where W_s's row r starts `r * row_stride` elements after bases[s] and scale_s = scales[s]
+// (int8 row scales; scales null means 1). One reduction per row however many segments: the
+// down projection of a token over its active experts' d-wide slices.
+void SegmentedRowDots(DType dtype, const void* const* bases, const float* const* scales, const float* const* vecs,
+                      int segments, int64_t len, int64_t row_stride, float* y, int64_t y_stride, int64_t r0,
+                      int64_t r1);
 
 // One output of a parallel matmul: y[t, :W.rows] (+)= x[t, :] · Wᵀ.
 struct MatMulJob {
@@ -37,7 +41,8 @@ struct MatMulJob {
 // that small projections (q, k, v; gate, up) share a single fork/join.
 void ParallelMatMul(ThreadPool& pool, std::span<const MatMulJob> jobs, int64_t num_tokens);
 
-// Name of the kernel family in use ("avx2-fma" or "portable").
+// The kernel set in use, and its name ("avx512", "avx2-fma", "neon" or "portable").
+const cpu::KernelSet& ActiveKernels();
 const char* MatMulKernelName();
 
 }  // namespace moeserve

@@ -1,0 +1,164 @@
+// The kernels of kernels.h written once over an instruction-set policy `Isa`:
+//   using V;                      // a vector of Isa::kLanes floats
+//   static V Zero();
+//   static V LoadX(const float*);               // kLanes activations
+//   static V LoadW(const float* / Bf16* / F16* / int8_t*);  // kLanes weights, widened to fp32
+//   static V Fma(V a, V b, V acc);              // acc + a·b
+//   static V Broadcast(float s);
+//   static float Sum(V);                        // horizontal sum
+// Included only by the kernels_<isa>.cc files, each compiled for its instruction set. It must
+// stay free of standard-library inline functions: an instance compiled with AVX-512 flags
+// could otherwise be picked by the linker for code that runs on every CPU.
+#ifndef MOESERVE_ENGINE_BACKEND_CPU_KERNEL_IMPL_H_
+#define MOESERVE_ENGINE_BACKEND_CPU_KERNEL_IMPL_H_
+
+#include <cstdint>
+
+#include "engine/backend/cpu/kernels.h"
+
+namespace moeserve::cpu {
+namespace {
+
+// Tags for the 16-bit float weight types (both stored as uint16_t).
+struct Bf16 { uint16_t bits; };
+struct F16 { uint16_t bits; };
+
+inline float ScalarF32(const float* w) { return *w; }
+inline float ScalarF32(const int8_t* w) { return static_cast<float>(*w); }
+inline float ScalarF32(const Bf16* w) {
+  const uint32_t bits = static_cast<uint32_t>(w->bits) << 16;
+  float f;
+  __builtin_memcpy(&f, &bits, 4);
+  return f;
+}
+inline float ScalarF32(const F16* w) {
+  const uint32_t h = w->bits, sign = (h & 0x8000u) << 16, exp = (h >> 10) & 0x1fu, mant = h & 0x3ffu;
+  uint32_t bits;
+  if (exp == 0x1fu) {
+    bits = sign | 0x7f800000u | (mant << 13);  // inf / NaN
+  } else if (exp != 0) {
+    bits = sign | ((exp + 112u) << 23) | (mant << 13);
+  } else {  // zero or subnormal: mant · 2^-24, exact in fp32
+    float f = static_cast<float>(mant) * 5.9604644775390625e-8f;
+    return sign ? -f : f;
+  }
+  float f;
+  __builtin_memcpy(&f, &bits, 4);
+  return f;
+}
+
+template <class Isa, class W, int NR, int NT>
+void DotBlock(const W* w, int64_t ld, int64_t n, const float* const* xs, float* out) {
+  using V = typename Isa::V;
+  constexpr int L = Isa::kLanes;
+  V acc[NR][NT];
+  for (int r = 0; r < NR; ++r) {
+    for (int t = 0; t < NT; ++t) acc[r][t] = Isa::Zero();
+  }
+  const int64_t nv = n - n % L;
+  for (int64_t i = 0; i < nv; i += L) {
+    V x[NT];
+    for (int t = 0; t < NT; ++t) x[t] = Isa::LoadX(xs[t] + i);
+    for (int r = 0; r < NR; ++r) {
+      const V wr = Isa::LoadW(w + r * ld + i);
+      for (int t = 0; t < NT; ++t) acc[r][t] = Isa::Fma(wr, x[t], acc[r][t]);
+    }
+  }
+  for (int r = 0; r < NR; ++r) {
+    for (int t = 0; t < NT; ++t) {
+      float s = Isa::Sum(acc[r][t]);
+      for (int64_t j = nv; j < n; ++j) s += ScalarF32(w + r * ld + j) * xs[t][j];
+      out[r * NT + t] = s;
+    }
+  }
+}
+
+// Dispatches on the token count; NR<nt> gives the rows per call for nt tokens.
+template <class Isa, class W, template <int> class NR>
+void DotBlockAny(const void* w, int64_t ld, int64_t n, const float* const* xs, int nt, float* out) {
+  const W* wt = static_cast<const W*>(w);
+  switch (nt) {
+    case 1: return DotBlock<Isa, W, NR<1>::value, 1>(wt, ld, n, xs, out);
+    case 2: return DotBlock<Isa, W, NR<2>::value, 2>(wt, ld, n, xs, out);
+    case 3: return DotBlock<Isa, W, NR<3>::value, 3>(wt, ld, n, xs, out);
+    default: return DotBlock<Isa, W, NR<4>::value, 4>(wt, ld, n, xs, out);
+  }
+}
+
+template <class Isa, class W>
+void DotRowAny(const void* w, int64_t n, const float* const* xs, int nt, float* out) {
+  const W* wt = static_cast<const W*>(w);
+  switch (nt) {
+    case 1: return DotBlock<Isa, W, 1, 1>(wt, 0, n, xs, out);
+    case 2: return DotBlock<Isa, W, 1, 2>(wt, 0, n, xs, out);
+    case 3: return DotBlock<Isa, W, 1, 3>(wt, 0, n, xs, out);
+    default: return DotBlock<Isa, W, 1, 4>(wt, 0, n, xs, out);
+  }
+}
+
+template <class Isa, class W, int R>
+void SegmentedRows(const void* const* w, const float* const* v, const float* const* scales, int segments, int64_t len,
+                   int64_t row_stride, float* out) {
+  using V = typename Isa::V;
+  constexpr int L = Isa::kLanes;
+  const int64_t nv = len - len % L;
+  V acc[R];
+  float tail[R];
+  for (int k = 0; k < R; ++k) acc[k] = Isa::Zero(), tail[k] = 0.0f;
+  for (int s = 0; s < segments; ++s) {
+    const W* ws = static_cast<const W*>(w[s]);
+    const float* vs = v[s];
+    if (scales == nullptr) {
+      for (int64_t i = 0; i < nv; i += L) {
+        const V x = Isa::LoadX(vs + i);
+        for (int k = 0; k < R; ++k) acc[k] = Isa::Fma(Isa::LoadW(ws + k * row_stride + i), x, acc[k]);
+      }
+      for (int k = 0; k < R; ++k) {
+        for (int64_t j = nv; j < len; ++j) tail[k] += ScalarF32(ws + k * row_stride + j) * vs[j];
+      }
+    } else {  // per-segment row scales (int8): scale each segment's partial before adding it
+      V part[R];
+      for (int k = 0; k < R; ++k) part[k] = Isa::Zero();
+      for (int64_t i = 0; i < nv; i += L) {
+        const V x = Isa::LoadX(vs + i);
+        for (int k = 0; k < R; ++k) part[k] = Isa::Fma(Isa::LoadW(ws + k * row_stride + i), x, part[k]);
+      }
+      for (int k = 0; k < R; ++k) {
+        const float scale = scales[s][k];
+        acc[k] = Isa::Fma(part[k], Isa::Broadcast(scale), acc[k]);
+        float t = 0.0f;
+        for (int64_t j = nv; j < len; ++j) t += ScalarF32(ws + k * row_stride + j) * vs[j];
+        tail[k] += scale * t;
+      }
+    }
+  }
+  for (int k = 0; k < R; ++k) out[k] = Isa::Sum(acc[k]) + tail[k];
+}
+
+template <class Isa, class W>
+void SegmentedAny(const void* const* w, const float* const* v, const float* const* scales, int segments, int64_t len,
+                  int64_t row_stride, int rows, float* out) {
+  switch (rows) {
+    case 1: return SegmentedRows<Isa, W, 1>(w, v, scales, segments, len, row_stride, out);
+    case 2: return SegmentedRows<Isa, W, 2>(w, v, scales, segments, len, row_stride, out);
+    case 3: return SegmentedRows<Isa, W, 3>(w, v, scales, segments, len, row_stride, out);
+    default: return SegmentedRows<Isa, W, 4>(w, v, scales, segments, len, row_stride, out);
+  }
+}
+
+template <class Isa, template <int> class NR>
+KernelSet MakeKernelSet(const char* name) {
+  return KernelSet{
+      name,
+      {0, NR<1>::value, NR<2>::value, NR<3>::value, NR<4>::value},
+      {&DotBlockAny<Isa, float, NR>, &DotBlockAny<Isa, Bf16, NR>, &DotBlockAny<Isa, F16, NR>,
+       &DotBlockAny<Isa, int8_t, NR>},
+      {&DotRowAny<Isa, float>, &DotRowAny<Isa, Bf16>, &DotRowAny<Isa, F16>, &DotRowAny<Isa, int8_t>},
+      {&SegmentedAny<Isa, float>, &SegmentedAny<Isa, Bf16>, &SegmentedAny<Isa, F16>, &SegmentedAny<Isa, int8_t>},
+  };
+}
+
+}  // namespace
+}  // namespace moeserve::cpu
+
+#endif  // MOESERVE_ENGINE_BACKEND_CPU_KERNEL_IMPL_H_

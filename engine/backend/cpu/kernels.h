@@ -1,0 +1,49 @@
+// The inner dot-product kernels of the CPU backend, one set per instruction set, chosen once
+// at startup (matmul.cc). Weights are f32, bf16, f16 or int8 (raw integers: the caller
+// applies row scales); activations and accumulation are fp32.
+//
+// Every kernel accumulates each (row, token) pair in one fixed order: lane-wide chunks in
+// ascending order into one accumulator, a horizontal sum, then the scalar tail. The order does
+// not depend on how many rows or tokens share a call, so a token's result is the same whatever
+// else is in the batch: batched, chunked and single-token runs agree bit for bit under one
+// kernel set.
+#ifndef MOESERVE_ENGINE_BACKEND_CPU_KERNELS_H_
+#define MOESERVE_ENGINE_BACKEND_CPU_KERNELS_H_
+
+#include <cstdint>
+
+namespace moeserve::cpu {
+
+// Weight element types, in the order of KernelSet's tables.
+enum WeightKind { kWeightF32 = 0, kWeightBf16 = 1, kWeightF16 = 2, kWeightI8 = 3, kNumWeightKinds = 4 };
+
+constexpr int kMaxTokens = 4;  // tokens per DotBlock call
+
+// out[r * nt + t] = dot(W[r, :n], xs[t][:n]) for r < rows_per_call(nt), t < nt (1..kMaxTokens).
+// Row r starts `r * ld` elements after w.
+using DotBlockFn = void (*)(const void* w, int64_t ld, int64_t n, const float* const* xs, int nt, float* out);
+// The same for exactly one row (the tail of a row range).
+using DotRowFn = void (*)(const void* w, int64_t n, const float* const* xs, int nt, float* out);
+// For rows k < 4: out[k] = Σ_s scale_s · dot(W_s[row k, :len], v_s[:len]), with W_s's row k at
+// `k * row_stride` elements after w[s]; scale_s = scales[s][k], or 1 when scales is null.
+// `rows` (1..4) rows at a time; segments are accumulated in the given order.
+using SegmentedDotFn = void (*)(const void* const* w, const float* const* v, const float* const* scales,
+                                int segments, int64_t len, int64_t row_stride, int rows, float* out);
+
+struct KernelSet {
+  const char* name;
+  int rows_per_call[kMaxTokens + 1];  // rows DotBlock handles for nt tokens (index nt)
+  DotBlockFn block[kNumWeightKinds];
+  DotRowFn row[kNumWeightKinds];
+  SegmentedDotFn segmented[kNumWeightKinds];
+};
+
+// Each returns nullptr when the set was not compiled for this architecture.
+const KernelSet* PortableKernels();
+const KernelSet* Avx2Kernels();
+const KernelSet* Avx512Kernels();
+const KernelSet* NeonKernels();
+
+}  // namespace moeserve::cpu
+
+#endif  // MOESERVE_ENGINE_BACKEND_CPU_KERNELS_H_

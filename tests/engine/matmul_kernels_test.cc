@@ -1,0 +1,230 @@
+// The CPU matrix kernels: every compiled kernel set the CPU can run, every weight type,
+// against a float64 reference; a token's result independent of the batch it is in; the f16
+// and int8 conversions.
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "engine/backend/cpu/kernels.h"
+#include "engine/backend/cpu/matmul.h"
+#include "engine/dtype.h"
+#include "gtest/gtest.h"
+
+namespace moeserve {
+namespace {
+
+std::vector<const cpu::KernelSet*> RunnableSets() {
+  std::vector<const cpu::KernelSet*> sets = {cpu::PortableKernels()};
+#if defined(__x86_64__)
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c") &&
+      cpu::Avx2Kernels() != nullptr) {
+    sets.push_back(cpu::Avx2Kernels());
+  }
+  if (__builtin_cpu_supports("avx512f") && cpu::Avx512Kernels() != nullptr) sets.push_back(cpu::Avx512Kernels());
+#endif
+  if (cpu::NeonKernels() != nullptr) sets.push_back(cpu::NeonKernels());
+  return sets;
+}
+
+// A weight matrix in one dtype, with the fp32 values it represents (after rounding).
+struct TestMatrix {
+  DType dtype;
+  int64_t rows, cols;
+  std::vector<unsigned char> bytes;
+  std::vector<float> scales;  // int8
+  std::vector<float> exact;   // the represented values, [rows, cols]
+
+  WeightMatrix View() const {
+    return WeightMatrix{dtype, rows, cols, cols, bytes.data(), scales.empty() ? nullptr : scales.data()};
+  }
+};
+
+TestMatrix MakeMatrix(DType dtype, int64_t rows, int64_t cols, std::mt19937& rng) {
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  TestMatrix m{dtype, rows, cols, std::vector<unsigned char>(rows * cols * DTypeSize(dtype)), {}, {}};
+  std::vector<float> row(cols);
+  for (int64_t r = 0; r < rows; ++r) {
+    for (float& v : row) v = normal(rng);
+    unsigned char* dst = m.bytes.data() + r * cols * DTypeSize(dtype);
+    if (dtype == DType::kI8) {
+      m.scales.push_back(QuantizeRowInt8(row.data(), cols, reinterpret_cast<int8_t*>(dst)));
+    } else {
+      for (int64_t c = 0; c < cols; ++c) {
+        if (dtype == DType::kF32) std::memcpy(dst + 4 * c, &row[c], 4);
+        const uint16_t h = dtype == DType::kBF16 ? F32ToBf16(row[c]) : F32ToF16(row[c]);
+        if (dtype != DType::kF32) std::memcpy(dst + 2 * c, &h, 2);
+      }
+    }
+    std::vector<float> back(cols);
+    m.View().RowToF32(r, back.data());
+    m.exact.insert(m.exact.end(), back.begin(), back.end());
+  }
+  return m;
+}
+
+cpu::WeightKind Kind(DType d) {
+  switch (d) {
+    case DType::kF32: return cpu::kWeightF32;
+    case DType::kBF16: return cpu::kWeightBf16;
+    case DType::kF16: return cpu::kWeightF16;
+    case DType::kI8: return cpu::kWeightI8;
+  }
+  return cpu::kWeightF32;
+}
+
+constexpr DType kAllTypes[] = {DType::kF32, DType::kBF16, DType::kF16, DType::kI8};
+
+TEST(MatMulKernels, EverySetAndTypeMatchesFloat64) {
+  std::mt19937 rng(7);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (const cpu::KernelSet* set : RunnableSets()) {
+    for (DType dtype : kAllTypes) {
+      for (int64_t cols : {1, 7, 16, 37, 64, 200, 768}) {
+        const TestMatrix m = MakeMatrix(dtype, 4, cols, rng);
+        std::vector<std::vector<float>> x(cpu::kMaxTokens, std::vector<float>(cols));
+        for (auto& v : x) {
+          for (float& e : v) e = normal(rng);
+        }
+        const float* xs[cpu::kMaxTokens] = {x[0].data(), x[1].data(), x[2].data(), x[3].data()};
+        for (int nt = 1; nt <= cpu::kMaxTokens; ++nt) {
+          const int rows = set->rows_per_call[nt];
+          ASSERT_GE(rows, 1);
+          ASSERT_LE(rows, 4);
+          float block[16], single[4];
+          set->block[Kind(dtype)](m.bytes.data(), cols, cols, xs, nt, block);
+          for (int r = 0; r < rows; ++r) {
+            set->row[Kind(dtype)](m.bytes.data() + r * cols * DTypeSize(dtype), cols, xs, nt, single);
+            for (int t = 0; t < nt; ++t) {
+              double ref = 0, mag = 0;
+              for (int64_t c = 0; c < cols; ++c) {
+                const double raw = dtype == DType::kI8 ? m.exact[r * cols + c] / m.scales[r] : m.exact[r * cols + c];
+                ref += raw * x[t][c];
+                mag += std::fabs(raw * x[t][c]);
+              }
+              const std::string where = std::string(set->name) + " " + std::string(DTypeName(dtype)) +
+                                        " cols=" + std::to_string(cols) + " nt=" + std::to_string(nt) +
+                                        " r=" + std::to_string(r) + " t=" + std::to_string(t);
+              EXPECT_NEAR(block[r * nt + t], ref, 1e-5 * mag + 1e-6) << where;
+              // The one-row kernel accumulates in the same order as the block kernel.
+              EXPECT_EQ(std::memcmp(&block[r * nt + t], &single[t], 4), 0) << where;
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(MatMulKernels, TokenResultDoesNotDependOnTheBatch) {
+  std::mt19937 rng(11);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (DType dtype : kAllTypes) {
+    const int64_t rows = 45, cols = 200, tokens = 11;
+    const TestMatrix m = MakeMatrix(dtype, rows, cols, rng);
+    std::vector<float> x(tokens * cols);
+    for (float& v : x) v = normal(rng);
+    std::vector<float> batched(tokens * rows), alone(tokens * rows), split(tokens * rows);
+    MatMulRows(m.View(), x.data(), cols, tokens, batched.data(), rows, 0, rows, false);
+    for (int64_t t = 0; t < tokens; ++t) {
+      MatMulRows(m.View(), &x[t * cols], cols, 1, &alone[t * rows], rows, 0, rows, false);
+    }
+    // Rows in uneven ranges (as threads split them) give the same bits too.
+    for (int64_t r0 = 0; r0 < rows; r0 += 7) {
+      MatMulRows(m.View(), x.data(), cols, tokens, split.data(), rows, r0, std::min<int64_t>(rows, r0 + 7), false);
+    }
+    EXPECT_EQ(std::memcmp(batched.data(), alone.data(), batched.size() * 4), 0) << DTypeName(dtype);
+    EXPECT_EQ(std::memcmp(batched.data(), split.data(), batched.size() * 4), 0) << DTypeName(dtype);
+    for (int64_t i = 0; i < rows * tokens; ++i) {
+      double ref = 0, mag = 0;
+      const int64_t t = i / rows, r = i % rows;
+      for (int64_t c = 0; c < cols; ++c) {
+        ref += double{m.exact[r * cols + c]} * x[t * cols + c];
+        mag += std::fabs(double{m.exact[r * cols + c]} * x[t * cols + c]);
+      }
+      ASSERT_NEAR(batched[i], ref, 1e-5 * mag + 1e-6) << DTypeName(dtype) << " " << i;
+    }
+  }
+}
+
+TEST(MatMulKernels, SegmentedRowDotsWithAndWithoutScales) {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (DType dtype : kAllTypes) {
+    // Three experts' down slices of a [H, E·d] matrix (BlockFFN layout): row stride E·d.
+    const int64_t H = 10, d = 24, E = 3;
+    const TestMatrix m = MakeMatrix(dtype, H, E * d, rng);
+    std::vector<std::vector<float>> h(E, std::vector<float>(d));
+    for (auto& v : h) {
+      for (float& e : v) e = normal(rng);
+    }
+    const WeightMatrix view = m.View();
+    const void* bases[E];
+    const float* scales[E];
+    const float* vecs[E];
+    for (int e = 0; e < E; ++e) {
+      const WeightMatrix slice = view.ColBlock(e * d, d);
+      bases[e] = slice.data;
+      scales[e] = slice.scales;
+      vecs[e] = h[e].data();
+    }
+    std::vector<float> y(H, 0.5f);
+    SegmentedRowDots(dtype, bases, dtype == DType::kI8 ? scales : nullptr, vecs, E, d, E * d, y.data(), 1, 0, H);
+    for (int64_t r = 0; r < H; ++r) {
+      double ref = 0.5, mag = 0.5;
+      for (int e = 0; e < E; ++e) {
+        for (int64_t j = 0; j < d; ++j) {
+          ref += double{m.exact[r * E * d + e * d + j]} * h[e][j];
+          mag += std::fabs(double{m.exact[r * E * d + e * d + j]} * h[e][j]);
+        }
+      }
+      EXPECT_NEAR(y[r], ref, 1e-5 * mag) << DTypeName(dtype) << " row " << r;
+    }
+  }
+}
+
+TEST(Conversions, F16RoundTripsEveryFiniteHalf) {
+  for (uint32_t h = 0; h < 0x10000u; ++h) {
+    const float f = F16ToF32(static_cast<uint16_t>(h));
+    if (std::isnan(f)) {
+      EXPECT_TRUE(std::isnan(F16ToF32(F32ToF16(f))));
+      continue;
+    }
+    ASSERT_EQ(F32ToF16(f), h) << "half 0x" << std::hex << h;
+  }
+}
+
+TEST(Conversions, F16RoundsToNearestEvenAndSaturates) {
+  EXPECT_EQ(F32ToF16(1.0f + 0.00048828125f), 0x3c00u);        // halfway to the next half: even
+  EXPECT_EQ(F32ToF16(1.0f + 3 * 0.00048828125f), 0x3c02u);    // halfway, rounds up to even
+  EXPECT_EQ(F32ToF16(1.0f + 0.0006f), 0x3c01u);
+  EXPECT_EQ(F32ToF16(65504.0f), 0x7bffu);
+  EXPECT_EQ(F32ToF16(65520.0f), 0x7c00u);  // rounds past the largest half
+  EXPECT_EQ(F32ToF16(-1e9f), 0xfc00u);
+  EXPECT_EQ(F32ToF16(1e-9f), 0x0000u);
+  EXPECT_EQ(F32ToF16(5.9604644775390625e-8f), 0x0001u);  // smallest subnormal
+}
+
+TEST(Conversions, Int8RowQuantisationIsWithinHalfAStep) {
+  std::mt19937 rng(3);
+  std::normal_distribution<float> normal(0.0f, 2.0f);
+  std::vector<float> row(513);
+  for (float& v : row) v = normal(rng);
+  std::vector<int8_t> q(row.size());
+  const float scale = QuantizeRowInt8(row.data(), static_cast<int64_t>(row.size()), q.data());
+  float max_abs = 0;
+  for (float v : row) max_abs = std::max(max_abs, std::fabs(v));
+  EXPECT_FLOAT_EQ(scale, max_abs / 127.0f);
+  for (size_t i = 0; i < row.size(); ++i) {
+    EXPECT_LE(std::fabs(q[i] * scale - row[i]), 0.5f * scale * (1 + 1e-5f)) << i;
+    EXPECT_GE(q[i], -127);
+  }
+  std::vector<float> zeros(9, 0.0f);
+  std::vector<int8_t> qz(9, 1);
+  EXPECT_EQ(QuantizeRowInt8(zeros.data(), 9, qz.data()), 0.0f);
+  for (int8_t v : qz) EXPECT_EQ(v, 0);
+}
+
+}  // namespace
+}  // namespace moeserve
