@@ -52,10 +52,25 @@ void Grow(std::vector<T>& v, size_t n) {
 
 }  // namespace
 
+bool CudaBackendBuilt() {
+#ifdef MOESERVE_HAVE_CUDA
+  return true;
+#else
+  return false;
+#endif
+}
+
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& options) {
+  if (options.backend == Backend::kCuda && !CudaBackendBuilt()) {
+    return absl::FailedPreconditionError(
+        "model.backend: cuda is not available in this build (configure with -DMOESERVE_CUDA=ON and nvcc present)");
+  }
   std::unique_ptr<Engine> e(new Engine());
   e->options_ = options;
-  ASSIGN_OR_RETURN(e->weights_, LoadModelWeights(options.model_dir, LoadOptions{options.compute_dtype}));
+  // The CUDA backend keeps bf16 weights on the device whatever the compute dtype: load bf16 (mmapped
+  // when the checkpoint has it) so the host copy is no larger than needed.
+  const DType load_dtype = options.backend == Backend::kCuda ? DType::kBF16 : options.compute_dtype;
+  ASSIGN_OR_RETURN(e->weights_, LoadModelWeights(options.model_dir, LoadOptions{load_dtype}));
   const ModelConfig& c = e->weights_->config;
   e->pool_ = std::make_unique<ThreadPool>(options.num_threads);
   KvCacheShape kv;
@@ -66,6 +81,16 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   kv.num_blocks = options.kv_num_blocks;
   if (kv.block_size < 1 || kv.num_blocks < 1) {
     return absl::InvalidArgumentError("KV cache needs block_size >= 1 and at least one block");
+  }
+  e->kv_shape_ = kv;
+  if (options.backend == Backend::kCuda) {
+#ifdef MOESERVE_HAVE_CUDA
+    CudaForwardOptions cuda_options;
+    cuda_options.kv = kv;
+    cuda_options.dense_experts = options.dense_experts;
+    ASSIGN_OR_RETURN(e->cuda_, CreateCudaForward(*e->weights_, cuda_options));
+#endif
+    return e;
   }
   e->cache_ = std::make_unique<KvCache>(kv);
   if (c.positions == PositionKind::kRope) {
@@ -78,7 +103,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
 }
 
 absl::Status Engine::Validate(const ForwardBatch& batch) const {
-  const int bs = cache_->shape().block_size;
+  const int bs = kv_shape_.block_size;
   for (size_t s = 0; s < batch.chunks.size(); ++s) {
     const SequenceChunk& chunk = batch.chunks[s];
     if (chunk.tokens.empty()) return absl::InvalidArgumentError(absl::StrCat("chunk ", s, ": no tokens"));
@@ -101,7 +126,7 @@ absl::Status Engine::Validate(const ForwardBatch& batch) const {
                                                      " blocks cannot hold ", end, " positions"));
     }
     for (int32_t block : chunk.block_table) {
-      if (block < 0 || block >= cache_->shape().num_blocks) {
+      if (block < 0 || block >= kv_shape_.num_blocks) {
         return absl::InvalidArgumentError(absl::StrCat("chunk ", s, ": KV block ", block, " out of range"));
       }
     }
@@ -111,6 +136,7 @@ absl::Status Engine::Validate(const ForwardBatch& batch) const {
 
 absl::Status Engine::Forward(const ForwardBatch& batch, ForwardOutput* out) {
   RETURN_IF_ERROR(Validate(batch));
+  if (cuda_ != nullptr) return cuda_->Forward(batch, observer_, out);
   const ModelWeights& w = *weights_;
   const int64_t H = w.config.hidden_size.value, V = w.vocab_size;
   int64_t T = 0;

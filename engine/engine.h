@@ -15,6 +15,7 @@
 
 #include "absl/status/statusor.h"
 #include "engine/attention.h"
+#include "engine/backend/cuda/cuda_forward.h"
 #include "engine/engine_observer.h"
 #include "engine/backend/cpu/thread_pool.h"
 #include "engine/forward_batch.h"
@@ -24,8 +25,17 @@
 
 namespace moeserve {
 
+// Where the forward pass runs. kCuda needs a build with MOESERVE_CUDA and a GPU
+// (engine/backend/cuda/cuda_forward.h, docs/CUDA.md); the CPU backend is the reference.
+enum class Backend { kCpu, kCuda };
+inline const char* BackendName(Backend b) { return b == Backend::kCuda ? "cuda" : "cpu"; }
+
+// True when this binary was built with the CUDA backend.
+bool CudaBackendBuilt();
+
 struct EngineOptions {
   std::string model_dir;
+  Backend backend = Backend::kCpu;
   DType compute_dtype = DType::kF32;
   int num_threads = 0;         // 0 = all hardware threads
   int kv_block_size = 16;
@@ -49,7 +59,8 @@ class Engine {
   const ModelConfig& config() const { return weights_->config; }
   int64_t vocab_size() const { return weights_->vocab_size; }
   int64_t max_context() const { return weights_->config.max_position_embeddings; }
-  const KvCacheShape& kv_shape() const { return cache_->shape(); }
+  const KvCacheShape& kv_shape() const { return kv_shape_; }
+  Backend backend() const { return options_.backend; }
   int num_threads() const { return pool_->num_threads(); }
 
  private:
@@ -64,7 +75,9 @@ class Engine {
   EngineOptions options_;
   std::unique_ptr<ModelWeights> weights_;
   std::unique_ptr<ThreadPool> pool_;
-  std::unique_ptr<KvCache> cache_;
+  KvCacheShape kv_shape_;
+  std::unique_ptr<KvCache> cache_;     // CPU backend only
+  std::unique_ptr<CudaForward> cuda_;  // CUDA backend only
   std::unique_ptr<RopeTable> rope_;  // null with learned absolute positions
   std::unique_ptr<PagedAttention> attention_;
   std::unique_ptr<ExpertExecutor> experts_;

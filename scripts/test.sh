@@ -2,8 +2,10 @@
 # The whole test suite on a fresh machine: install packages, build (Release, warnings on),
 # run every CTest test; then build with ASan+UBSan and run the unit tests and the C++ serving
 # tests (`server.*`) there, then the same serving tests and the C++ unit tests under TSan;
-# then run every libFuzzer target for a bounded time (scripts/fuzz.sh).
-# MOESERVE_SKIP_SANITIZERS=1 skips the sanitizer passes, MOESERVE_SKIP_FUZZ=1 the fuzzing.
+# then run every libFuzzer target for a bounded time (scripts/fuzz.sh); last, cross-build the
+# engine for aarch64 (Jetson) and run its C++ unit tests under qemu-user (scripts/cross_aarch64.sh).
+# MOESERVE_SKIP_SANITIZERS=1 skips the sanitizer passes, MOESERVE_SKIP_FUZZ=1 the fuzzing,
+# MOESERVE_SKIP_AARCH64=1 the aarch64 stage, MOESERVE_SKIP_CUDA=1 the CUDA compile-and-skip stage.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -26,4 +28,13 @@ if [ "${MOESERVE_SKIP_SANITIZERS:-0}" != 1 ]; then
 fi
 if [ "${MOESERVE_SKIP_FUZZ:-0}" != 1 ]; then
   FUZZ_SECONDS=${FUZZ_SECONDS:-20} bash scripts/fuzz.sh
+fi
+# CUDA backend: compiled for every target architecture and its tests run wherever nvcc is
+# present; the GPU tests skip with "no CUDA device: ..." on a machine without one.
+if [ "${MOESERVE_SKIP_CUDA:-0}" != 1 ] && [ -x /usr/local/cuda/bin/nvcc ]; then
+  BUILD_DIR=build-cuda BUILD_TARGETS="gpu_backend_tests backend_select_tests" bash scripts/build.sh -DMOESERVE_CUDA=ON
+  ctest --test-dir build-cuda --output-on-failure -j"$(nproc)" -R '^(gpu|backend)[.]'
+fi
+if [ "${MOESERVE_SKIP_AARCH64:-0}" != 1 ]; then
+  bash scripts/cross_aarch64.sh
 fi

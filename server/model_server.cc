@@ -72,6 +72,7 @@ absl::StatusOr<std::unique_ptr<ModelServer>> ModelServer::Start(const ServerConf
   EngineOptions options;
   options.model_dir = config.model.path;
   options.compute_dtype = config.model.dtype;
+  options.backend = config.model.backend == "cuda" ? Backend::kCuda : Backend::kCpu;
   options.num_threads = config.model.threads;
   options.dense_experts = config.model.dense_experts;
   options.kv_block_size = config.scheduler.kv_block_size;

@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "engine/engine.h"
 #include "engine/status_macros.h"
 #include "yaml-cpp/yaml.h"
 
@@ -111,7 +112,9 @@ absl::Status Apply(const YAML::Node& root, const std::string& label, ServerConfi
                         }))},
         {"backend", Field(&c.model.backend, label,
                           std::function<std::string(const std::string&)>([](const std::string& v) {
-                            return v == "cpu" ? "" : "must be \"cpu\" (the CUDA backend is not built)";
+                            if (v == "cpu") return "";
+                            if (v == "cuda") return CudaBackendBuilt() ? "" : "cuda is not built in this binary (MOESERVE_CUDA=OFF); use \"cpu\"";
+                            return "must be \"cpu\" or \"cuda\"";
                           }))},
         {"threads", Field<int>(&c.model.threads, label, AtLeast(0))},
         {"dense_experts", Field(&c.model.dense_experts, label)},

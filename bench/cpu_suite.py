@@ -1,0 +1,219 @@
+#!/usr/bin/python3
+"""The CPU benchmark suite (issue: CPU performance), one command, everything in one invocation:
+
+  /usr/bin/python3 bench/cpu_suite.py [--sizes 0.1B,0.5B] [--runs 5] [--threads 2]
+
+For each model size (DECO shapes from tools/gen_tiny_model.py, bf16 checkpoints calibrated to
+the target activation ratio, default 0.2; generated once under build/models/):
+  - pp512 and tg128 tokens/s (llama-bench's definitions: a 512-token prompt in one step; 128
+    decoded tokens after a BOS-only context) for f32, bf16 and int8 compute weights;
+  - weight bytes read per decoded token and the roofline fraction (read bandwidth measured by
+    the same decode_bench process);
+  - bf16 with --dense_experts (every expert evaluated): sparse/dense speedup of the MoE layers
+    (their summed wall time per step) and end to end;
+  - PyTorch eager (bench/torch_eager_bench.py) on the same checkpoint, bf16, batch 1;
+  - batch 1, 4, 16, 64 decoded in lockstep (what the scheduler's decode steps run), sparse and
+    dense: aggregate tokens/s and the batch's union of active experts per MoE layer and step.
+Writes bench/results/cpu_suite.json, bench/results/cpu_suite.md (the tables) and
+bench/results/cpu_batch_sweep.png. The run order interleaves nothing else; each figure is the
+median of --runs runs after one warm-up run.
+"""
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PY = "/usr/bin/python3"
+
+
+def log(msg):
+    print(f"[cpu_suite {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def ensure_model(build, size, activation):
+    tag = f"deco-{size}-bf16-a{int(round(activation * 100)):02d}"
+    path = os.path.join(build, "models", tag)
+    if not os.path.exists(os.path.join(path, "model.safetensors")):
+        log(f"generating {tag}")
+        subprocess.run([PY, os.path.join(ROOT, "tools", "gen_tiny_model.py"), "--out", path, "--variant", "deco",
+                        "--size", size, "--seed", "1", "--dtype", "bf16", "--target-activation", str(activation)],
+                       check=True)
+    report = os.path.join(path, "generation_report.json")
+    realised = None
+    if os.path.exists(report):
+        with open(report) as f:
+            r = json.load(f)
+        realised = round(r["held_out"]["mean_ratio"], 4)  # the generator's held-out measurement
+    return path, realised
+
+
+def decode_bench(build, model, threads, runs, **kw):
+    cmd = [os.path.join(build, "bench", "decode_bench"), f"--model={model}", f"--threads={threads}",
+           f"--runs={runs}", "--json"] + [f"--{k}={v}" for k, v in kw.items()]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    log(f"{os.path.basename(model)} {kw}: {result['tokens_per_s']:.2f} tok/s")
+    return result
+
+
+def torch_bench(model, threads, runs):
+    cmd = [PY, os.path.join(ROOT, "bench", "torch_eager_bench.py"), "--model", model, "--threads", str(threads),
+           "--runs", str(runs), "--dtype", "bf16", "--prompt-len", "1", "--new-tokens", "128"]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    log(f"torch eager {os.path.basename(model)}: {result}")
+    return result
+
+
+def cpu_flags():
+    flags = set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        pass
+    keep = sorted(f for f in flags if f.startswith(("avx", "fma", "f16c", "amx", "sse4")))
+    model = ""
+    try:
+        model = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return model, keep
+
+
+def run_size(a, size):
+    model, realised = ensure_model(a.build, size, a.activation)
+    r = {"model": model, "realised_activation": realised, "dtypes": {}, "batch": {}}
+    for dtype in a.dtypes.split(","):
+        r["dtypes"][dtype] = {
+            "pp512": decode_bench(a.build, model, a.threads, a.runs, dtype=dtype, mode="pp", prompt_len=512),
+            "tg128": decode_bench(a.build, model, a.threads, a.runs, dtype=dtype, mode="tg", prompt_len=1,
+                                  new_tokens=128),
+        }
+    r["dense_tg128"] = decode_bench(a.build, model, a.threads, a.runs, dtype="bf16", mode="tg", prompt_len=1,
+                                    new_tokens=128, dense_experts="true")
+    r["dense_pp512"] = decode_bench(a.build, model, a.threads, a.runs, dtype="bf16", mode="pp", prompt_len=512,
+                                    dense_experts="true")
+    if not a.skip_torch:
+        r["torch_eager"] = torch_bench(model, a.threads, a.runs)
+    if size in a.sweep_sizes.split(","):
+        for b in [int(x) for x in a.batches.split(",")]:
+            r["batch"][str(b)] = {
+                "sparse": decode_bench(a.build, model, a.threads, a.runs, dtype="bf16", mode="tg", prompt_len=32,
+                                       new_tokens=a.sweep_tokens, batch=b),
+                "dense": decode_bench(a.build, model, a.threads, a.runs, dtype="bf16", mode="tg", prompt_len=32,
+                                      new_tokens=a.sweep_tokens, batch=b, dense_experts="true"),
+            }
+    return r
+
+
+def fmt_range(x):
+    return f"{x['tokens_per_s']:.1f} ({x['tokens_per_s_min']:.1f}–{x['tokens_per_s_max']:.1f})"
+
+
+def tables(results):
+    lines = []
+    for size, r in results["sizes"].items():
+        lines.append(f"### DECO-{size} (realised activation ratio {r['realised_activation']})\n")
+        lines.append("| dtype | pp512 tok/s | tg128 tok/s | MB read / token | bandwidth GB/s | roofline tok/s "
+                     "| roofline fraction | MoE ms / step |")
+        lines.append("| --- | --- | --- | --- | --- | --- | --- | --- |")
+        rows = [(d, v["pp512"], v["tg128"]) for d, v in r["dtypes"].items()]
+        rows.append(("bf16 `--dense_experts`", r["dense_pp512"], r["dense_tg128"]))
+        for name, pp, tg in rows:
+            lines.append(f"| {name} | {fmt_range(pp)} | {fmt_range(tg)} | {tg['bytes_per_token'] / 1e6:.1f} | "
+                         f"{tg['bandwidth_gbs']:.2f} | {tg['roofline_tokens_per_s']:.1f} | "
+                         f"{100 * tg['roofline_fraction']:.1f} % | {tg['moe_ms_per_step']:.3f} |")
+        bf, dn = r["dtypes"].get("bf16", {}).get("tg128"), r["dense_tg128"]
+        if bf:
+            moe = dn["moe_ms_per_step"] / bf["moe_ms_per_step"]
+            e2e = bf["tokens_per_s"] / dn["tokens_per_s"]
+            lines.append("")
+            lines.append(f"Sparse vs dense (bf16, tg128): MoE layers {moe:.2f}× faster, end to end {e2e:.2f}×; "
+                         f"expert union per MoE layer and step {bf['expert_union_per_layer']:.2f} sparse.")
+            if "torch_eager" in r:
+                t = r["torch_eager"]
+                tps = t.get("decode_tokens_per_s", t.get("tokens_per_s"))
+                lines.append(f"PyTorch eager (bf16, batch 1, KV cache): {tps:.2f} tok/s → moeserve "
+                             f"{bf['tokens_per_s'] / tps:.2f}×.")
+        if r["batch"]:
+            lines.append("")
+            lines.append("| batch | sparse tok/s | × batch 1 | expert union / layer / step | dense tok/s | "
+                         "sparse / dense |")
+            lines.append("| --- | --- | --- | --- | --- | --- |")
+            base = r["batch"]["1"]["sparse"]["tokens_per_s"] if "1" in r["batch"] else None
+            for b, v in r["batch"].items():
+                s, d = v["sparse"], v["dense"]
+                ratio = f"{s['tokens_per_s'] / base:.2f}×" if base else "-"
+                lines.append(f"| {b} | {fmt_range(s)} | {ratio} | {s['expert_union_per_layer']:.2f} | "
+                             f"{fmt_range(d)} | {s['tokens_per_s'] / d['tokens_per_s']:.2f}× |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot(results, path):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log("matplotlib missing (scripts/setup.sh installs python3-matplotlib); no plot")
+        return
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for size, r in results["sizes"].items():
+        if not r["batch"]:
+            continue
+        bs = [int(b) for b in r["batch"]]
+        for kind, style in (("sparse", "-o"), ("dense", "--s")):
+            ax.plot(bs, [r["batch"][str(b)][kind]["tokens_per_s"] for b in bs], style, label=f"DECO-{size} {kind}")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("batch (sequences decoded together)")
+    ax.set_ylabel("aggregate decode tokens/s")
+    ax.set_title(f"moeserve CPU, bf16, {results['threads']} threads")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    log(f"wrote {path}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--build", default=os.path.join(ROOT, "build"))
+    ap.add_argument("--sizes", default="0.1B,0.5B")
+    ap.add_argument("--sweep-sizes", default="0.1B", help="sizes that get the batch sweep")
+    ap.add_argument("--dtypes", default="f32,bf16,int8")
+    ap.add_argument("--batches", default="1,4,16,64")
+    ap.add_argument("--sweep-tokens", type=int, default=64, help="decoded tokens per sequence in the sweep")
+    ap.add_argument("--activation", type=float, default=0.2)
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--skip-torch", action="store_true")
+    ap.add_argument("--out-dir", default=os.path.join(ROOT, "bench", "results"))
+    a = ap.parse_args()
+    cpu, flags = cpu_flags()
+    results = {"date": time.strftime("%Y-%m-%d %H:%M"), "cpu": cpu, "cpu_flags": flags, "nproc": os.cpu_count(),
+               "threads": a.threads, "runs": a.runs, "machine": platform.machine(),
+               "command": " ".join(sys.argv), "sizes": {}}
+    for size in a.sizes.split(","):
+        results["sizes"][size] = run_size(a, size)
+    os.makedirs(a.out_dir, exist_ok=True)
+    with open(os.path.join(a.out_dir, "cpu_suite.json"), "w") as f:
+        json.dump(results, f, indent=1)
+    md = tables(results)
+    with open(os.path.join(a.out_dir, "cpu_suite.md"), "w") as f:
+        f.write(f"CPU: {cpu}, {os.cpu_count()} vCPUs, flags {' '.join(flags)}; {a.threads} threads, "
+                f"median of {a.runs}; {results['date']}\n\n{md}")
+    plot(results, os.path.join(a.out_dir, "cpu_batch_sweep.png"))
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
