@@ -12,6 +12,7 @@ namespace {
 // Weight rows per tile: a tile is read from memory once and reused from cache for every
 // token block (16 rows of a 4096-wide bf16 matrix = 128 KiB, within L2).
 constexpr int64_t kRowBlock = 16;
+constexpr int64_t kSegRows = 4;  // rows per segmented-dot call (activations reused 4×)
 
 cpu::WeightKind KindOf(DType d) {
   switch (d) {
@@ -90,7 +91,11 @@ void MatMulRows(const WeightMatrix& m, const float* x, int64_t x_stride, int64_t
       const int rows = k.rows_per_call[nt];
       for (int64_t r = rb; r < rb_end;) {
         int done;
-        if (r + rows <= rb_end) {
+        // The first token block streams the tile from memory: one row at a time, which the
+        // hardware prefetchers follow (several rows side by side they follow poorly). Later
+        // blocks find the tile in cache and take several rows per call, so each activation
+        // load feeds several rows. Both paths give the same bits (kernels.h).
+        if (t0 > 0 && r + rows <= rb_end) {
           k.block[kind](m.RowPtr(r), m.ld, m.cols, xs, nt, out);
           done = rows;
         } else {
@@ -132,8 +137,8 @@ void SegmentedRowDots(DType dtype, const void* const* bases, const float* const*
     row_scales = heap_scales.data();
   }
   float out[4];
-  for (int64_t r = r0; r < r1; r += 4) {
-    const int n = static_cast<int>(std::min<int64_t>(4, r1 - r));
+  for (int64_t r = r0; r < r1; r += kSegRows) {
+    const int n = static_cast<int>(std::min<int64_t>(kSegRows, r1 - r));
     for (int s = 0; s < segments; ++s) {
       rows[s] = Advance<unsigned char>(bases[s], r * row_stride, esize);
       if (scales != nullptr) row_scales[s] = scales[s] + r;
