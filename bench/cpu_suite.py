@@ -202,11 +202,11 @@ def main():
     results = {"date": time.strftime("%Y-%m-%d %H:%M"), "cpu": cpu, "cpu_flags": flags, "nproc": os.cpu_count(),
                "threads": a.threads, "runs": a.runs, "machine": platform.machine(),
                "command": " ".join(sys.argv), "sizes": {}}
+    os.makedirs(a.out_dir, exist_ok=True)
     for size in a.sizes.split(","):
         results["sizes"][size] = run_size(a, size)
-    os.makedirs(a.out_dir, exist_ok=True)
-    with open(os.path.join(a.out_dir, "cpu_suite.json"), "w") as f:
-        json.dump(results, f, indent=1)
+        with open(os.path.join(a.out_dir, "cpu_suite.json"), "w") as f:  # after each size
+            json.dump(results, f, indent=1)
     md = tables(results)
     with open(os.path.join(a.out_dir, "cpu_suite.md"), "w") as f:
         f.write(f"CPU: {cpu}, {os.cpu_count()} vCPUs, flags {' '.join(flags)}; {a.threads} threads, "
