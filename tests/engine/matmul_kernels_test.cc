@@ -64,16 +64,6 @@ TestMatrix MakeMatrix(DType dtype, int64_t rows, int64_t cols, std::mt19937& rng
   return m;
 }
 
-cpu::WeightKind Kind(DType d) {
-  switch (d) {
-    case DType::kF32: return cpu::kWeightF32;
-    case DType::kBF16: return cpu::kWeightBf16;
-    case DType::kF16: return cpu::kWeightF16;
-    case DType::kI8: return cpu::kWeightI8;
-  }
-  return cpu::kWeightF32;
-}
-
 constexpr DType kAllTypes[] = {DType::kF32, DType::kBF16, DType::kF16, DType::kI8};
 
 TEST(MatMulKernels, EverySetAndTypeMatchesFloat64) {
@@ -93,9 +83,9 @@ TEST(MatMulKernels, EverySetAndTypeMatchesFloat64) {
           ASSERT_GE(rows, 1);
           ASSERT_LE(rows, 4);
           float block[16], single[4];
-          set->block[Kind(dtype)](m.bytes.data(), cols, cols, xs, nt, block);
+          set->block[KindOf(dtype)](m.bytes.data(), cols, cols, xs, nt, block);
           for (int r = 0; r < rows; ++r) {
-            set->row[Kind(dtype)](m.bytes.data() + r * cols * DTypeSize(dtype), cols, xs, nt, single);
+            set->row[KindOf(dtype)](m.bytes.data() + r * cols * DTypeSize(dtype), cols, xs, nt, single);
             for (int t = 0; t < nt; ++t) {
               double ref = 0, mag = 0;
               for (int64_t c = 0; c < cols; ++c) {

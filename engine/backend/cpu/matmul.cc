@@ -14,16 +14,6 @@ namespace {
 constexpr int64_t kRowBlock = 16;
 constexpr int64_t kSegRows = 4;  // rows per segmented-dot call (activations reused 4×)
 
-cpu::WeightKind KindOf(DType d) {
-  switch (d) {
-    case DType::kF32: return cpu::kWeightF32;
-    case DType::kBF16: return cpu::kWeightBf16;
-    case DType::kF16: return cpu::kWeightF16;
-    case DType::kI8: return cpu::kWeightI8;
-  }
-  return cpu::kWeightF32;
-}
-
 bool CpuHasAvx512() {
 #if defined(__x86_64__)
   return __builtin_cpu_supports("avx512f");
@@ -69,6 +59,16 @@ const T* Advance(const void* p, int64_t elements, int64_t size) {
 }
 
 }  // namespace
+
+cpu::WeightKind KindOf(DType d) {
+  switch (d) {
+    case DType::kF32: return cpu::kWeightF32;
+    case DType::kBF16: return cpu::kWeightBf16;
+    case DType::kF16: return cpu::kWeightF16;
+    case DType::kI8: return cpu::kWeightI8;
+  }
+  return cpu::kWeightF32;
+}
 
 const cpu::KernelSet& ActiveKernels() {
   static const cpu::KernelSet* const set = Select();

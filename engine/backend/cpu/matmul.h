@@ -41,6 +41,9 @@ struct MatMulJob {
 // that small projections (q, k, v; gate, up) share a single fork/join.
 void ParallelMatMul(ThreadPool& pool, std::span<const MatMulJob> jobs, int64_t num_tokens);
 
+// The kernel tables' index for a weight dtype.
+cpu::WeightKind KindOf(DType d);
+
 // The kernel set in use, and its name ("avx512", "avx2-fma", "neon" or "portable").
 const cpu::KernelSet& ActiveKernels();
 const char* MatMulKernelName();
