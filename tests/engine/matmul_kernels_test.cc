@@ -15,19 +15,6 @@
 namespace moeserve {
 namespace {
 
-std::vector<const cpu::KernelSet*> RunnableSets() {
-  std::vector<const cpu::KernelSet*> sets = {cpu::PortableKernels()};
-#if defined(__x86_64__)
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c") &&
-      cpu::Avx2Kernels() != nullptr) {
-    sets.push_back(cpu::Avx2Kernels());
-  }
-  if (__builtin_cpu_supports("avx512f") && cpu::Avx512Kernels() != nullptr) sets.push_back(cpu::Avx512Kernels());
-#endif
-  if (cpu::NeonKernels() != nullptr) sets.push_back(cpu::NeonKernels());
-  return sets;
-}
-
 // A weight matrix in one dtype, with the fp32 values it represents (after rounding).
 struct TestMatrix {
   DType dtype;
@@ -69,7 +56,7 @@ constexpr DType kAllTypes[] = {DType::kF32, DType::kBF16, DType::kF16, DType::kI
 TEST(MatMulKernels, EverySetAndTypeMatchesFloat64) {
   std::mt19937 rng(7);
   std::normal_distribution<float> normal(0.0f, 1.0f);
-  for (const cpu::KernelSet* set : RunnableSets()) {
+  for (const cpu::KernelSet* set : RunnableKernelSets()) {
     for (DType dtype : kAllTypes) {
       for (int64_t cols : {1, 7, 16, 37, 64, 200, 768}) {
         const TestMatrix m = MakeMatrix(dtype, 4, cols, rng);

@@ -6,6 +6,10 @@
 #include <cstring>
 #include <vector>
 
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
+
 namespace moeserve {
 namespace {
 
@@ -24,7 +28,10 @@ bool CpuHasAvx512() {
 
 bool CpuHasAvx2() {
 #if defined(__x86_64__)
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+  // F16C through CPUID: clang's __builtin_cpu_supports does not know "f16c".
+  unsigned eax, ebx, ecx, edx;
+  const bool f16c = __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_F16C) != 0;
+  return f16c && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 #else
   return false;
 #endif
@@ -68,6 +75,14 @@ cpu::WeightKind KindOf(DType d) {
     case DType::kI8: return cpu::kWeightI8;
   }
   return cpu::kWeightF32;
+}
+
+std::vector<const cpu::KernelSet*> RunnableKernelSets() {
+  std::vector<const cpu::KernelSet*> sets = {cpu::PortableKernels()};
+  if (CpuHasAvx2() && cpu::Avx2Kernels() != nullptr) sets.push_back(cpu::Avx2Kernels());
+  if (CpuHasAvx512() && cpu::Avx512Kernels() != nullptr) sets.push_back(cpu::Avx512Kernels());
+  if (cpu::NeonKernels() != nullptr) sets.push_back(cpu::NeonKernels());
+  return sets;
 }
 
 const cpu::KernelSet& ActiveKernels() {

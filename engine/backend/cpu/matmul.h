@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <span>
+#include <vector>
 
 #include "engine/backend/cpu/kernels.h"
 #include "engine/backend/cpu/thread_pool.h"
@@ -40,6 +41,9 @@ struct MatMulJob {
 // Runs several matmuls over the same tokens as one parallel region, split by weight rows, so
 // that small projections (q, k, v; gate, up) share a single fork/join.
 void ParallelMatMul(ThreadPool& pool, std::span<const MatMulJob> jobs, int64_t num_tokens);
+
+// Every compiled kernel set this CPU can run, portable first (for the kernel tests).
+std::vector<const cpu::KernelSet*> RunnableKernelSets();
 
 // The kernel tables' index for a weight dtype.
 cpu::WeightKind KindOf(DType d);
