@@ -37,32 +37,21 @@ bool CpuHasAvx2() {
 #endif
 }
 
+const void* ByteOffset(const void* p, int64_t bytes) { return static_cast<const unsigned char*>(p) + bytes; }
+
+// MOESERVE_CPU_KERNELS=<set name> pins a set (for tests and benchmarks); a set this CPU cannot
+// run is refused with a message. Otherwise the best runnable set: the last of the list.
 const cpu::KernelSet* Select() {
-  // MOESERVE_CPU_KERNELS=portable|avx2|avx512|neon pins a set (for tests and benchmarks); a
-  // set the CPU cannot run is refused with a message and the automatic choice is used.
+  const std::vector<const cpu::KernelSet*> sets = RunnableKernelSets();
   const char* want = std::getenv("MOESERVE_CPU_KERNELS");
-  const cpu::KernelSet* avx512 = CpuHasAvx512() ? cpu::Avx512Kernels() : nullptr;
-  const cpu::KernelSet* avx2 = CpuHasAvx2() ? cpu::Avx2Kernels() : nullptr;
-  const cpu::KernelSet* neon = cpu::NeonKernels();
   if (want != nullptr && *want != '\0') {
-    const cpu::KernelSet* pinned = nullptr;
-    if (std::strcmp(want, "portable") == 0) pinned = cpu::PortableKernels();
-    if (std::strcmp(want, "avx2") == 0) pinned = avx2;
-    if (std::strcmp(want, "avx512") == 0) pinned = avx512;
-    if (std::strcmp(want, "neon") == 0) pinned = neon;
-    if (pinned != nullptr) return pinned;
+    for (const cpu::KernelSet* set : sets) {
+      if (std::strcmp(set->name, want) == 0) return set;
+    }
     std::fprintf(stderr, "warning: MOESERVE_CPU_KERNELS=%s is not available on this CPU; choosing automatically\n",
                  want);
   }
-  if (avx512 != nullptr) return avx512;
-  if (avx2 != nullptr) return avx2;
-  if (neon != nullptr) return neon;
-  return cpu::PortableKernels();
-}
-
-template <typename T>
-const T* Advance(const void* p, int64_t elements, int64_t size) {
-  return reinterpret_cast<const T*>(static_cast<const unsigned char*>(p) + elements * size);
+  return sets.back();
 }
 
 }  // namespace
@@ -118,9 +107,9 @@ void MatMulRows(const WeightMatrix& m, const float* x, int64_t x_stride, int64_t
           done = 1;
         }
         for (int i = 0; i < done; ++i) {
-          const float scale = m.scales == nullptr ? 1.0f : m.scales[r + i];
+          const float scale = m.scales == nullptr ? 1.0f : m.scales[r + i];  // × 1 is exact
           for (int t = 0; t < nt; ++t) {
-            const float v = m.scales == nullptr ? out[i * nt + t] : out[i * nt + t] * scale;
+            const float v = out[i * nt + t] * scale;
             float& dst = y[(t0 + t) * y_stride + r + i];
             dst = accumulate ? dst + v : v;
           }
@@ -155,7 +144,7 @@ void SegmentedRowDots(DType dtype, const void* const* bases, const float* const*
   for (int64_t r = r0; r < r1; r += kSegRows) {
     const int n = static_cast<int>(std::min<int64_t>(kSegRows, r1 - r));
     for (int s = 0; s < segments; ++s) {
-      rows[s] = Advance<unsigned char>(bases[s], r * row_stride, esize);
+      rows[s] = ByteOffset(bases[s], r * row_stride * esize);
       if (scales != nullptr) row_scales[s] = scales[s] + r;
     }
     k.segmented[kind](rows, vecs, scales == nullptr ? nullptr : row_scales, segments, len, row_stride, n, out);

@@ -42,13 +42,15 @@ struct MatMulJob {
 // that small projections (q, k, v; gate, up) share a single fork/join.
 void ParallelMatMul(ThreadPool& pool, std::span<const MatMulJob> jobs, int64_t num_tokens);
 
-// Every compiled kernel set this CPU can run, portable first (for the kernel tests).
+// Every compiled kernel set this CPU can run, from portable to the best (the automatic choice
+// is the last one).
 std::vector<const cpu::KernelSet*> RunnableKernelSets();
 
 // The kernel tables' index for a weight dtype.
 cpu::WeightKind KindOf(DType d);
 
-// The kernel set in use, and its name ("avx512", "avx2-fma", "neon" or "portable").
+// The kernel set in use, and its name ("avx512", "avx2", "neon" or "portable"; the
+// spellings MOESERVE_CPU_KERNELS takes).
 const cpu::KernelSet& ActiveKernels();
 const char* MatMulKernelName();
 
