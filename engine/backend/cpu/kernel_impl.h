@@ -152,7 +152,7 @@ void SegmentedAny(const void* const* w, const float* const* v, const float* cons
 }
 
 template <class Isa, template <int> class NR>
-KernelSet MakeKernelSet(const char* name) {
+constexpr KernelSet MakeKernelSet(const char* name) {
   return KernelSet{
       name,
       {0, NR<1>::value, NR<2>::value, NR<3>::value, NR<4>::value},

@@ -37,7 +37,9 @@ struct Avx2 {
 // 16 ymm registers: rows × tokens accumulators plus the tokens' activations must fit.
 template <int NT> struct Avx2Rows { static constexpr int value = NT <= 2 ? 4 : 2; };
 
-const KernelSet kAvx2 = MakeKernelSet<Avx2, Avx2Rows>("avx2");
+// constexpr: a dynamic initializer here would be compiled with this file's instruction set and
+// run at startup on every CPU.
+constexpr KernelSet kAvx2 = MakeKernelSet<Avx2, Avx2Rows>("avx2");
 
 }  // namespace
 

@@ -32,7 +32,9 @@ struct Avx512 {
 // 32 zmm registers: 4 rows × 4 tokens of accumulators fit with the activations.
 template <int NT> struct Avx512Rows { static constexpr int value = 4; };
 
-const KernelSet kAvx512 = MakeKernelSet<Avx512, Avx512Rows>("avx512");
+// constexpr: a dynamic initializer here would be compiled with this file's instruction set and
+// run at startup on every CPU.
+constexpr KernelSet kAvx512 = MakeKernelSet<Avx512, Avx512Rows>("avx512");
 
 }  // namespace
 

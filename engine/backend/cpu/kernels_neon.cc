@@ -39,7 +39,9 @@ struct Neon {
 // 32 q registers; each V takes two.
 template <int NT> struct NeonRows { static constexpr int value = NT <= 2 ? 4 : 2; };
 
-const KernelSet kNeon = MakeKernelSet<Neon, NeonRows>("neon");
+// constexpr: a dynamic initializer here would be compiled with this file's instruction set and
+// run at startup on every CPU.
+constexpr KernelSet kNeon = MakeKernelSet<Neon, NeonRows>("neon");
 
 }  // namespace
 

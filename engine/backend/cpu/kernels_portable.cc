@@ -36,7 +36,7 @@ struct Portable {
 
 template <int NT> struct PortableRows { static constexpr int value = NT <= 2 ? 4 : 2; };
 
-const KernelSet kPortable = MakeKernelSet<Portable, PortableRows>("portable");
+constexpr KernelSet kPortable = MakeKernelSet<Portable, PortableRows>("portable");
 
 }  // namespace
 
