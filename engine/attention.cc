@@ -4,7 +4,21 @@
 #include <cmath>
 #include <cstring>
 
+#include "engine/backend/cpu/matmul.h"
+
 namespace moeserve {
+namespace {
+
+// out[s] = dot(keys[s * ld, :n], q) for s < slots.
+void ScoreSlots(const cpu::KernelSet& k, const float* keys, int64_t ld, int slots, int n, const float* q, float* out) {
+  const float* xs[1] = {q};
+  const int per_call = k.rows_per_call[1];
+  int s = 0;
+  for (; s + per_call <= slots; s += per_call) k.block[cpu::kWeightF32](keys + s * ld, ld, n, xs, 1, out + s);
+  for (; s < slots; ++s) k.row[cpu::kWeightF32](keys + s * ld, n, xs, 1, out + s);
+}
+
+}  // namespace
 
 RopeTable::RopeTable(int64_t max_positions, int head_dim, double theta) : half_(head_dim / 2) {
   cos_.resize(max_positions * half_);
@@ -51,6 +65,8 @@ void PagedAttention::Attend(const KvCache& cache, int layer, const std::vector<T
   const int group = nh / shape_.num_kv_heads;
   const int bs = cache.shape().block_size;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  const cpu::KernelSet& kernels = ActiveKernels();
+  const int64_t kv_row = static_cast<int64_t>(shape_.num_kv_heads) * hd;
   scores_.resize(pool_->num_threads());
   const int64_t items = static_cast<int64_t>(tokens.size()) * nh;
   pool_->ParallelForIndexed(items, [&](int thread, int64_t begin, int64_t end) {
@@ -63,14 +79,16 @@ void PagedAttention::Attend(const KvCache& cache, int layer, const std::vector<T
       const int32_t last = tokens[t].position;
       const int32_t* table = tokens[t].block_table;
       scores.resize(last + 1);
+      // q·k with the matmul kernels, a KV block at a time: the slots of a block are rows
+      // `kv_row` floats apart, so one call scores several positions.
+      for (int32_t p0 = 0; p0 <= last; p0 += bs) {
+        const int slots = std::min(bs, last + 1 - p0);
+        ScoreSlots(kernels, cache.Key(layer, table[p0 / bs], 0) + kv_head * hd, kv_row, slots, hd, qh, &scores[p0]);
+      }
       float max_score = -INFINITY;
       for (int32_t p = 0; p <= last; ++p) {
-        const float* kp = cache.Key(layer, table[p / bs], p % bs) + kv_head * hd;
-        float s = 0;
-        for (int i = 0; i < hd; ++i) s += qh[i] * kp[i];
-        s *= scale;
-        scores[p] = s;
-        max_score = std::max(max_score, s);
+        scores[p] *= scale;
+        max_score = std::max(max_score, scores[p]);
       }
       double sum = 0;
       for (int32_t p = 0; p <= last; ++p) sum += scores[p] = std::exp(scores[p] - max_score);

@@ -60,7 +60,10 @@ void DotBlock(const W* w, int64_t ld, int64_t n, const float* const* xs, float* 
   const int64_t nv = n - n % L;
   for (int64_t i = 0; i < nv; i += L) {
     V x[NT];
-    for (int t = 0; t < NT; ++t) x[t] = Isa::LoadX(xs[t] + i);
+    for (int t = 0; t < NT; ++t) {
+      x[t] = Isa::LoadX(xs[t] + i);
+      Isa::KeepInRegister(x[t]);
+    }
     for (int r = 0; r < NR; ++r) {
       // Several rows are read side by side, which the hardware prefetchers follow poorly:
       // fetch each row's stream ahead explicitly.

@@ -25,6 +25,7 @@ struct Avx512 {
   static V LoadW(const int8_t* w) {
     return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w))));
   }
+  static void KeepInRegister(V&) {}
   static V Fma(V a, V b, V acc) { return _mm512_fmadd_ps(a, b, acc); }
   static float Sum(V v) { return _mm512_reduce_add_ps(v); }
 };

@@ -23,6 +23,7 @@ struct Portable {
     return r;
   }
   static V LoadX(const float* x) { return LoadW(x); }
+  static void KeepInRegister(V&) {}
   static V Fma(V a, V b, V acc) {
     for (int i = 0; i < kLanes; ++i) acc.f[i] += a.f[i] * b.f[i];
     return acc;

@@ -37,6 +37,16 @@ bool CpuHasAvx2() {
 #endif
 }
 
+// Rows [r0, r1) of m into L2 (no-op for an empty range).
+void PrefetchRows(const WeightMatrix& m, int64_t r0, int64_t r1) {
+  constexpr int64_t kLine = 64;
+  const int64_t row_bytes = m.cols * DTypeSize(m.dtype);
+  for (int64_t r = r0; r < r1; ++r) {
+    const unsigned char* p = m.RowPtr(r);
+    for (int64_t b = 0; b < row_bytes; b += kLine) __builtin_prefetch(p + b, 0, 2);
+  }
+}
+
 const void* ByteOffset(const void* p, int64_t bytes) { return static_cast<const unsigned char*>(p) + bytes; }
 
 // MOESERVE_CPU_KERNELS=<set name> pins a set (for tests and benchmarks); a set this CPU cannot
@@ -100,6 +110,9 @@ void MatMulRows(const WeightMatrix& m, const float* x, int64_t x_stride, int64_t
         // blocks find the tile in cache and take several rows per call, so each activation
         // load feeds several rows. Both paths give the same bits (kernels.h).
         if (t0 > 0 && r + rows <= rb_end) {
+          // The second pass also pulls the next tile into L2, so that its first pass (which
+          // would otherwise wait on memory) overlaps with this pass's arithmetic.
+          if (t0 == cpu::kMaxTokens) PrefetchRows(m, r + kRowBlock, std::min(r + kRowBlock + rows, r1));
           k.block[kind](m.RowPtr(r), m.ld, m.cols, xs, nt, out);
           done = rows;
         } else {
