@@ -54,11 +54,12 @@ class StepProbe : public EngineObserver {
   }
   void OnLayerTime(int layer, LayerOp op, double seconds) override {
     if (op == LayerOp::kMoe) moe_seconds += seconds;
+    if (op == LayerOp::kAttention) attention_seconds += seconds;
     total_layer_seconds += seconds;
   }
   void Reset() { *this = StepProbe(); }
 
-  double moe_seconds = 0, total_layer_seconds = 0, union_sum = 0;
+  double moe_seconds = 0, attention_seconds = 0, total_layer_seconds = 0, union_sum = 0;
   int64_t routings = 0;
 
  private:
@@ -69,6 +70,7 @@ struct RunResult {
   double tokens_per_s = 0;
   double bytes_per_token = 0;
   double moe_ms_per_step = 0;
+  double attention_ms_per_step = 0;  // the attention blocks (projections included)
   double union_per_layer = 0;  // mean distinct active experts per MoE layer and step
 };
 
@@ -165,10 +167,12 @@ int Main() {
     if (run == 0) continue;
     const int64_t steps = pp ? 1 : new_tokens;
     results.push_back({tokens / s, static_cast<double>(bytes) / tokens, 1e3 * probe.moe_seconds / steps,
+                       1e3 * probe.attention_seconds / steps,
                        probe.routings > 0 ? probe.union_sum / static_cast<double>(probe.routings) : 0.0});
   }
   const RunResult median = Median(results, [](const RunResult& r) { return r.tokens_per_s; });
   const RunResult moe_median = Median(results, [](const RunResult& r) { return r.moe_ms_per_step; });
+  const RunResult attention_median = Median(results, [](const RunResult& r) { return r.attention_ms_per_step; });
   double lo = results[0].tokens_per_s, hi = lo;
   for (const RunResult& r : results) lo = std::min(lo, r.tokens_per_s), hi = std::max(hi, r.tokens_per_s);
   // Bandwidth-bound limit: bytes actually read per step at this batch / bandwidth.
@@ -179,11 +183,12 @@ int Main() {
         "\"new_tokens\": %d, \"batch\": %d, \"runs\": %zu, \"dense_experts\": %s, \"kernel\": \"%s\", "
         "\"bandwidth_gbs\": %.3f, \"tokens_per_s\": %.3f, \"tokens_per_s_min\": %.3f, \"tokens_per_s_max\": %.3f, "
         "\"bytes_per_token\": %.1f, \"roofline_tokens_per_s\": %.3f, \"roofline_fraction\": %.4f, "
-        "\"moe_ms_per_step\": %.4f, \"expert_union_per_layer\": %.3f, \"runs_tokens_per_s\": [",
+        "\"moe_ms_per_step\": %.4f, \"attention_ms_per_step\": %.4f, \"expert_union_per_layer\": %.3f, "
+        "\"runs_tokens_per_s\": [",
         opt.model_dir.c_str(), absl::GetFlag(FLAGS_dtype).c_str(), mode.c_str(), engine.num_threads(), prompt_len,
         new_tokens, batch, results.size(), opt.dense_experts ? "true" : "false", MatMulKernelName(), bandwidth / 1e9,
         median.tokens_per_s, lo, hi, median.bytes_per_token, roofline, median.tokens_per_s / roofline,
-        moe_median.moe_ms_per_step, median.union_per_layer);
+        moe_median.moe_ms_per_step, attention_median.attention_ms_per_step, median.union_per_layer);
     for (size_t i = 0; i < results.size(); ++i) std::printf("%s%.3f", i ? ", " : "", results[i].tokens_per_s);
     std::printf("]}\n");
     return 0;
@@ -199,6 +204,7 @@ int Main() {
               100.0 * median.tokens_per_s / roofline);
   std::printf("MoE layers: %.3f ms per step; expert union per MoE layer and step: %.2f\n", moe_median.moe_ms_per_step,
               median.union_per_layer);
+  std::printf("attention blocks: %.3f ms per step\n", attention_median.attention_ms_per_step);
   return 0;
 }
 
