@@ -6,12 +6,35 @@
 #include <unordered_map>
 
 namespace moeserve {
+namespace {
+
+// Index of the largest value, the lowest among equals (the values are finite: the scheduler
+// checks). Eight running maxima break the compare chain; a second pass finds the index.
+int32_t Argmax(std::span<const float> v) {
+  const size_t n = v.size();
+  float m[8];
+  for (int j = 0; j < 8; ++j) m[j] = v[0];
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    for (int j = 0; j < 8; ++j) m[j] = std::max(m[j], v[i + j]);
+  }
+  float best = *std::max_element(m, m + 8);
+  for (; i < n; ++i) best = std::max(best, v[i]);
+  return static_cast<int32_t>(std::find(v.begin(), v.end(), best) - v.begin());
+}
+
+}  // namespace
 
 SampledToken Sampler::Sample(std::span<const float> logits, std::span<const int32_t> history) {
   const int32_t V = static_cast<int32_t>(logits.size());
-  work_.assign(logits.begin(), logits.end());
   const bool penalise = params_.repetition_penalty != 1.0f || params_.presence_penalty != 0.0f ||
                         params_.frequency_penalty != 0.0f;
+  // Greedy without penalties reads the logits in place: this runs once per sequence and step
+  // on the serving loop's thread, over the whole vocabulary.
+  if (params_.temperature <= 0.0f && !penalise) {
+    return {Argmax(logits)};
+  }
+  work_.assign(logits.begin(), logits.end());
   if (penalise) {
     std::unordered_map<int32_t, int> counts;
     for (int32_t id : history) {
@@ -24,53 +47,81 @@ SampledToken Sampler::Sample(std::span<const float> logits, std::span<const int3
     }
   }
   if (params_.temperature <= 0.0f) {
-    const int32_t best = static_cast<int32_t>(std::max_element(work_.begin(), work_.end()) - work_.begin());
-    double sum = 0;
-    for (float l : work_) sum += std::exp(double{l} - work_[best]);
-    return {best, static_cast<float>(-std::log(sum))};
+    return {Argmax(work_)};
   }
   for (float& l : work_) l /= params_.temperature;
-  // Candidates sorted by logit, descending; truncated by top-k, then top-p, then min-p.
+  // Candidates best first (ties by id), truncated by top-k, then top-p, then min-p. order_ is
+  // sorted only as far as the truncations look: its first `sorted` entries are the best, in
+  // order; a full sort of the vocabulary per token would dominate the step.
+  const auto better = [&](int32_t a, int32_t b) { return work_[a] != work_[b] ? work_[a] > work_[b] : a < b; };
   order_.resize(V);
   std::iota(order_.begin(), order_.end(), 0);
+  int32_t sorted = 0;
+  const auto sort_prefix = [&](int32_t n) {
+    if (n <= sorted) return;
+    std::partial_sort(order_.begin() + sorted, order_.begin() + n, order_.end(), better);
+    sorted = n;
+  };
   int32_t keep = V;
-  if (params_.top_k > 0 && params_.top_k < V) keep = params_.top_k;
-  std::partial_sort(order_.begin(), order_.begin() + keep, order_.end(),
-                    [&](int32_t a, int32_t b) { return work_[a] != work_[b] ? work_[a] > work_[b] : a < b; });
-  const float max_logit = work_[order_[0]];
-  double total = 0;
-  for (int32_t i = 0; i < keep; ++i) total += std::exp(double{work_[order_[i]]} - max_logit);
+  if (params_.top_k > 0 && params_.top_k < V) {
+    keep = params_.top_k;
+    sort_prefix(keep);
+  }
+  const float max_logit = sorted > 0 ? work_[order_[0]] : work_[Argmax(work_)];
+  const auto weight = [&](int32_t id) { return std::exp(double{work_[id]} - max_logit); };
+  // min-p keeps the tokens whose probability is at least min_p times the top token's: a prefix
+  // of the order, as long as the number of logits at or above the floor (at least the top one).
+  int32_t min_p_keep = V;
+  if (params_.min_p > 0.0f) {
+    const double floor_logit = max_logit + std::log(double{params_.min_p});
+    min_p_keep = 0;
+    for (float l : work_) min_p_keep += l >= floor_logit ? 1 : 0;
+    min_p_keep = std::max(min_p_keep, 1);
+  }
   if (params_.top_p < 1.0f) {
+    double total = 0;  // over the top-k set
+    if (keep == V) {
+      for (int32_t id = 0; id < V; ++id) total += weight(id);
+    } else {
+      for (int32_t i = 0; i < keep; ++i) total += weight(order_[i]);
+    }
+    // The smallest prefix holding top_p of the mass, looked for in growing sorted prefixes;
+    // min-p would cut beyond `limit` anyway.
+    const int32_t limit = std::min(keep, min_p_keep);
     double cumulative = 0;
-    for (int32_t i = 0; i < keep; ++i) {
-      cumulative += std::exp(double{work_[order_[i]]} - max_logit) / total;
-      if (cumulative >= params_.top_p) {
-        keep = i + 1;
+    int32_t i = 0, cut = limit;
+    for (int32_t chunk = 256; i < limit; chunk *= 8) {
+      const int32_t n = std::min<int64_t>(limit, std::max<int64_t>(chunk, sorted));
+      sort_prefix(n);
+      for (; i < n; ++i) {
+        cumulative += weight(order_[i]) / total;
+        if (cumulative >= params_.top_p) break;
+      }
+      if (i < n) {
+        cut = i + 1;
         break;
       }
     }
+    keep = cut;
   }
-  if (params_.min_p > 0.0f) {
-    // Keep tokens whose probability is at least min_p times the top token's.
-    const double floor_logit = max_logit + std::log(double{params_.min_p});
-    int32_t i = 1;
-    while (i < keep && work_[order_[i]] >= floor_logit) ++i;
-    keep = i;
-  }
+  keep = std::min(keep, min_p_keep);
+  // The whole vocabulary kept: no order needed, draw in id order.
+  if (keep < V) sort_prefix(keep);
+  const auto candidate = [&](int32_t i) { return keep < V ? order_[i] : i; };
   double kept = 0;
-  for (int32_t i = 0; i < keep; ++i) kept += std::exp(double{work_[order_[i]]} - max_logit);
+  for (int32_t i = 0; i < keep; ++i) kept += weight(candidate(i));
   std::uniform_real_distribution<double> uniform(0.0, kept);
   const double target = uniform(rng_);
   double acc = 0;
-  int32_t chosen = order_[keep - 1];
+  int32_t chosen = candidate(keep - 1);
   for (int32_t i = 0; i < keep; ++i) {
-    acc += std::exp(double{work_[order_[i]]} - max_logit);
+    acc += weight(candidate(i));
     if (acc >= target) {
-      chosen = order_[i];
+      chosen = candidate(i);
       break;
     }
   }
-  return {chosen, static_cast<float>(double{work_[chosen]} - max_logit - std::log(kept))};
+  return {chosen};
 }
 
 }  // namespace moeserve

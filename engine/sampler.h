@@ -22,9 +22,10 @@ struct SamplingParams {
   uint64_t seed = 0;
 };
 
+// (Log-probabilities, when a request asks for them, come from ComputeLogprobs over the raw
+// logits; the sampler does not spend a pass over the vocabulary on them.)
 struct SampledToken {
   int32_t id = 0;
-  float logprob = 0.0f;  // log-probability under the processed distribution
 };
 
 class Sampler {
