@@ -1,5 +1,7 @@
 #include "engine/backend/cpu/thread_pool.h"
 
+#include <algorithm>
+
 #if defined(__x86_64__)
 #include <immintrin.h>
 #endif
@@ -17,6 +19,10 @@ inline void CpuRelax() {
 
 // Spin iterations before a worker blocks on the condition variable (~tens of microseconds).
 constexpr int kSpinIterations = 20000;
+
+// Chunks per thread in a parallel loop: enough to even out a preempted thread, few enough that
+// a chunk of a small matrix still spans whole row tiles.
+constexpr int kChunksPerThread = 4;
 
 }  // namespace
 
@@ -36,11 +42,13 @@ ThreadPool::~ThreadPool() {
   for (auto& t : workers_) t.join();
 }
 
-void ThreadPool::RunShare(int index) {
-  const int64_t n = task_size_;
-  const int64_t begin = n * index / num_threads_;
-  const int64_t end = n * (index + 1) / num_threads_;
-  if (begin < end) (*task_)(index, begin, end);
+void ThreadPool::RunChunks(int index) {
+  const int64_t n = task_size_, chunks = task_chunks_;
+  for (int64_t c = next_chunk_.fetch_add(1, std::memory_order_relaxed); c < chunks;
+       c = next_chunk_.fetch_add(1, std::memory_order_relaxed)) {
+    const int64_t begin = n * c / chunks, end = n * (c + 1) / chunks;
+    if (begin < end) (*task_)(index, begin, end);
+  }
 }
 
 void ThreadPool::ParallelFor(int64_t n, const std::function<void(int64_t, int64_t)>& fn) {
@@ -55,13 +63,15 @@ void ThreadPool::ParallelForIndexed(int64_t n, const std::function<void(int, int
   }
   task_ = &fn;
   task_size_ = n;
+  task_chunks_ = std::min<int64_t>(n, int64_t{kChunksPerThread} * num_threads_);
+  next_chunk_.store(0, std::memory_order_relaxed);
   pending_.store(num_threads_ - 1, std::memory_order_relaxed);
   {
     std::lock_guard<std::mutex> lock(mu_);
     generation_.fetch_add(1, std::memory_order_release);
   }
   wake_.notify_all();
-  RunShare(0);
+  RunChunks(0);
   while (pending_.load(std::memory_order_acquire) != 0) CpuRelax();
   task_ = nullptr;
 }
@@ -80,7 +90,7 @@ void ThreadPool::WorkerLoop(int index) {
     }
     seen = generation_.load(std::memory_order_acquire);
     if (stop_.load()) return;
-    RunShare(index);
+    RunChunks(index);
     pending_.fetch_sub(1, std::memory_order_acq_rel);
   }
 }

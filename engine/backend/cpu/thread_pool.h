@@ -26,8 +26,10 @@ class ThreadPool {
 
   int num_threads() const { return num_threads_; }
 
-  // Calls fn(begin, end) on disjoint contiguous ranges covering [0, n), one per thread, and
-  // returns when all are done.
+  // Calls fn(begin, end) on disjoint contiguous ranges covering [0, n) and returns when all are
+  // done. The range is cut into a few chunks per thread, handed out as threads come free, so a
+  // thread the OS preempts (a gRPC thread, the benchmark client on the same cores) delays the
+  // join by one chunk rather than by half the work.
   void ParallelFor(int64_t n, const std::function<void(int64_t, int64_t)>& fn);
 
   // As ParallelFor, and also passes the index (< num_threads) of the thread running the range,
@@ -36,7 +38,7 @@ class ThreadPool {
 
  private:
   void WorkerLoop(int index);
-  void RunShare(int index);
+  void RunChunks(int index);
 
   int num_threads_;
   std::vector<std::thread> workers_;
@@ -47,6 +49,8 @@ class ThreadPool {
   std::atomic<bool> stop_{false};
   const std::function<void(int, int64_t, int64_t)>* task_ = nullptr;
   int64_t task_size_ = 0;
+  int64_t task_chunks_ = 0;
+  std::atomic<int64_t> next_chunk_{0};
 };
 
 }  // namespace moeserve
