@@ -35,6 +35,16 @@ absl::StatusOr<DType> ParseComputeDType(absl::string_view name) {
       absl::StrCat("unsupported compute dtype \"", name, "\" (supported: f32, bf16, f16, int8)"));
 }
 
+absl::string_view ComputeDTypeName(DType t) {
+  switch (t) {
+    case DType::kF32: return "f32";
+    case DType::kBF16: return "bf16";
+    case DType::kF16: return "f16";
+    case DType::kI8: return "int8";
+  }
+  return "?";
+}
+
 float F16ToF32(uint16_t h) {
   const uint32_t sign = (h >> 15) & 1u;
   const uint32_t exp = (h >> 10) & 0x1fu;

@@ -32,6 +32,8 @@ absl::StatusOr<DType> ParseSafetensorsDType(absl::string_view name);
 
 // Parses "f32" / "bf16" / "f16" / "int8" (the --dtype / config spelling of compute dtypes).
 absl::StatusOr<DType> ParseComputeDType(absl::string_view name);
+// The canonical spelling ParseComputeDType takes: "f32", "bf16", "f16" or "int8".
+absl::string_view ComputeDTypeName(DType t);
 
 inline float Bf16ToF32(uint16_t v) {
   uint32_t bits = static_cast<uint32_t>(v) << 16;

@@ -124,8 +124,8 @@ grpc::ServerUnaryReactor* InferenceService::GetModelInfo(grpc::CallbackServerCon
   info->set_expert_width(static_cast<uint32_t>(c.expert_width));
   info->set_active_expert_budget(c.num_experts && c.router == RouterKind::kTopK ? c.topk : 0);
   info->set_total_parameters(w.TotalParameters());
-  info->set_dtype(engine_->weights().compute_dtype == DType::kF32 ? "f32" : "bf16");
-  info->set_backend("cpu");
+  info->set_dtype(std::string(ComputeDTypeName(engine_->weights().compute_dtype)));
+  info->set_backend(BackendName(engine_->backend()));
   info->set_max_context(static_cast<uint32_t>(engine_->max_context()));
   info->set_vocab_size(static_cast<uint32_t>(engine_->vocab_size()));
   info->set_has_tokenizer(tokenizer_ != nullptr);

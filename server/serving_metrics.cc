@@ -197,7 +197,7 @@ void ServingMetrics::BuildSeries(const ServerConfig& config, const Engine& engin
             {"num_moe_layers", std::to_string(moe_layer_count)},
             {"num_experts", std::to_string(mc.num_experts)},
             {"expert_width", std::to_string(mc.expert_width)},
-            {"dtype", engine.weights().compute_dtype == DType::kF32 ? "f32" : "bf16"},
+            {"dtype", std::string(ComputeDTypeName(engine.weights().compute_dtype))},
             {"backend", config.model.backend}})
       .Set(1);
   prometheus::BuildGauge()

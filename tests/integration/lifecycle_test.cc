@@ -1,6 +1,8 @@
 // Request lifecycle: cancellation, deadlines, queue limit, draining, a faulty sequence.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
+#include <string>
 #include <thread>
 
 #include "tests/integration/serving_test_util.h"
@@ -10,6 +12,16 @@ namespace {
 
 bool AllBlocksFree(const v1::ModelInfo& i) {
   return i.kv_blocks_free() == i.kv_blocks_total() && i.num_requests_running() == 0 && i.num_requests_waiting() == 0;
+}
+
+TEST(Lifecycle, ModelInfoNamesTheComputeDtypeAndBackend) {
+  for (const char* dtype : {"int8", "f16"}) {
+    TestServer server({std::string("model.dtype=") + dtype});
+    const v1::ModelInfo info = server.Info();
+    EXPECT_EQ(info.dtype(), dtype);
+    const char* backend = std::getenv("MOESERVE_TEST_BACKEND");
+    EXPECT_EQ(info.backend(), backend != nullptr && *backend != '\0' ? backend : "cpu");
+  }
 }
 
 TEST(Lifecycle, ClientCancelFreesBlocks) {
