@@ -7,11 +7,14 @@
    see clients/moectl/bench.cc), median of --runs runs each.
 2. Serving overhead at concurrency 1: server ITL p50 vs the engine's own decode time per token
    (build/bench/decode_bench in the same invocation, same model, dtype and threads).
+   The two are run in alternation, five pairs at least, medians compared.
 3. Metrics overhead: output tokens/s with metrics on vs off at concurrency 1 and 16, runs
    interleaved (on, off, on, off, ...), medians compared.
+--sections picks a subset (sweep, overhead, metrics); results merge into the JSON.
 Results: printed, and written as JSON to bench/results/serving.json.
 """
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -46,11 +49,9 @@ def median_of(results, path):
 
 def engine_decode_ms(model, threads, runs):
     out = subprocess.run([os.path.join(BUILD, "bench", "decode_bench"), f"--model={model}", "--dtype=bf16",
-                          f"--threads={threads}", "--prompt_len=32", "--new_tokens=128", f"--runs={runs}"],
+                          f"--threads={threads}", "--prompt_len=32", "--new_tokens=128", f"--runs={runs}", "--json"],
                          capture_output=True, text=True, check=True, timeout=900).stdout
-    line = next(l for l in out.splitlines() if l.startswith("decode tokens/s"))
-    tokens_per_s = float(line.split("median")[1].split()[0])
-    return 1000.0 / tokens_per_s
+    return 1000.0 / json.loads(out.strip().splitlines()[-1])["tokens_per_s"]
 
 
 def main():
@@ -61,7 +62,10 @@ def main():
                     help="routers are calibrated to this ratio when the model has to be generated")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--sections", default="sweep,overhead,metrics",
+                    help="comma-separated subset of sweep, overhead, metrics")
     a = ap.parse_args()
+    sections = set(a.sections.split(","))
     if not os.path.exists(os.path.join(a.model, "model.safetensors")):
         subprocess.run(["/usr/bin/python3", os.path.join(ROOT, "tools", "gen_tiny_model.py"), "--out", a.model,
                         "--variant", "deco", "--size", "0.1B", "--seed", "1", "--dtype", "bf16",
@@ -71,8 +75,8 @@ def main():
     result = {"model": a.model, "threads": a.threads, "runs": a.runs, "input_len": 32, "output_len": 128}
 
     sweep = {}
-    with LiveServer(MOESERVE, a.model, common) as server:
-        for concurrency, n in [(1, 4), (4, 8), (16, 32), (64, 64)]:
+    with LiveServer(MOESERVE, a.model, common) if "sweep" in sections else contextlib.nullcontext() as server:
+        for concurrency, n in [(1, 4), (4, 8), (16, 32), (64, 64)] if "sweep" in sections else []:
             runs = [bench(server.target, concurrency, n) for _ in range(a.runs)]
             sweep[concurrency] = {
                 "output_tokens_per_s": median_of(runs, ["output_tokens_per_s"]),
@@ -83,15 +87,37 @@ def main():
                 "tpot_mean_ms": 1000 * median_of(runs, ["tpot_s", "mean"]),
             }
             print(f"concurrency {concurrency:3d}: {json.dumps(sweep[concurrency])}", flush=True)
-    result["sweep"] = sweep
-    result["scaling_16_over_1"] = sweep[16]["output_tokens_per_s"] / sweep[1]["output_tokens_per_s"]
+    if sweep:
+        result["sweep"] = sweep
+        result["scaling_16_over_1"] = sweep[16]["output_tokens_per_s"] / sweep[1]["output_tokens_per_s"]
 
-    engine_ms = engine_decode_ms(a.model, a.threads, max(5, a.runs))
+    if "overhead" in sections:
+        serving_overhead(a, common, result)
+    if "metrics" in sections:
+        metrics_overhead(a, common, result)
+    write(result)
+
+
+def serving_overhead(a, common, result):
+    # Serving overhead: the engine alone and the server at c=1 in alternation (the VM's speed
+    # drifts by several per cent over minutes, more than the 5 % being measured), medians.
+    engine, server_itl = [], []
+    with LiveServer(MOESERVE, a.model, common) as server:
+        for _ in range(max(5, a.runs)):
+            engine.append(engine_decode_ms(a.model, a.threads, 1))
+            server_itl.append(1000 * bench(server.target, 1, 4)["itl_s"]["p50"])
+    engine_ms, itl_ms = statistics.median(engine), statistics.median(server_itl)
     result["engine_decode_ms_per_token"] = engine_ms
-    result["serving_overhead_c1"] = sweep[1]["itl_p50_ms"] / engine_ms - 1.0
-    print(f"engine decode {engine_ms:.2f} ms/token; server ITL p50 at c=1 {sweep[1]['itl_p50_ms']:.2f} ms "
-          f"-> overhead {100 * result['serving_overhead_c1']:+.1f} %", flush=True)
+    result["server_itl_p50_ms_c1"] = itl_ms
+    result["engine_runs_ms"], result["server_itl_runs_ms"] = engine, server_itl
+    result["serving_overhead_c1"] = itl_ms / engine_ms - 1.0
+    print(f"engine decode {engine_ms:.2f} ms/token; server ITL p50 at c=1 {itl_ms:.2f} ms "
+          f"-> overhead {100 * result['serving_overhead_c1']:+.1f} % (runs alternated: engine {engine}, "
+          f"server {server_itl})", flush=True)
 
+
+
+def metrics_overhead(a, common, result):
     overhead = {}
     with LiveServer(MOESERVE, a.model, common, metrics_listen="127.0.0.1:0") as on, \
             LiveServer(MOESERVE, a.model, common) as off:
@@ -105,9 +131,19 @@ def main():
                                      "difference": on_tps / off_tps - 1.0}
             print(f"metrics overhead c={concurrency}: {json.dumps(overhead[concurrency])}", flush=True)
     result["metrics_overhead"] = overhead
-    os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
-    with open(os.path.join(ROOT, "bench", "results", "serving.json"), "w") as f:
-        json.dump(result, f, indent=1)
+
+
+def write(result):
+    """Merges into bench/results/serving.json, so a run of some sections keeps the others."""
+    path = os.path.join(ROOT, "bench", "results", "serving.json")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    merged = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            merged = json.load(f)
+    merged.update(result)
+    with open(path, "w") as f:
+        json.dump(merged, f, indent=1)
 
 
 if __name__ == "__main__":
