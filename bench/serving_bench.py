@@ -9,7 +9,7 @@
    (build/bench/decode_bench in the same invocation, same model, dtype and threads).
    The two are run in alternation, five pairs at least, medians compared.
 3. Metrics overhead: output tokens/s with metrics on vs off at concurrency 1 and 16, runs
-   interleaved (on, off, on, off, ...), medians compared.
+   in back-to-back pairs (order alternating), medians and the median per-pair ratio.
 --sections picks a subset (sweep, overhead, metrics); results merge into the JSON.
 Results: printed, and written as JSON to bench/results/serving.json.
 """
@@ -123,12 +123,19 @@ def metrics_overhead(a, common, result):
             LiveServer(MOESERVE, a.model, common) as off:
         for concurrency, n in [(1, 4), (16, 32)]:
             with_metrics, without = [], []
-            for _ in range(max(5, a.runs)):  # the bar is 2 %: more pairs than the sweep's runs
-                with_metrics.append(bench(on.target, concurrency, n)["output_tokens_per_s"])
-                without.append(bench(off.target, concurrency, n)["output_tokens_per_s"])
+            # The bar is 2 %, below this VM's drift over minutes: many back-to-back pairs, the
+            # order alternating (on-off, off-on) so that neither side always runs first, and the
+            # median of the per-pair ratios, which cancels the drift between pairs.
+            for i in range(max(5, a.runs)):
+                order = [(on, with_metrics), (off, without)]
+                for server, out in order if i % 2 == 0 else order[::-1]:
+                    out.append(bench(server.target, concurrency, n)["output_tokens_per_s"])
             on_tps, off_tps = statistics.median(with_metrics), statistics.median(without)
+            pair_ratio = statistics.median(x / y for x, y in zip(with_metrics, without))
             overhead[concurrency] = {"metrics_on_tokens_per_s": on_tps, "metrics_off_tokens_per_s": off_tps,
-                                     "difference": on_tps / off_tps - 1.0}
+                                     "difference": on_tps / off_tps - 1.0,
+                                     "paired_difference": pair_ratio - 1.0,
+                                     "runs_on": with_metrics, "runs_off": without}
             print(f"metrics overhead c={concurrency}: {json.dumps(overhead[concurrency])}", flush=True)
     result["metrics_overhead"] = overhead
 

@@ -61,44 +61,69 @@ void PagedAttention::Store(KvCache& cache, int layer, const std::vector<TokenPla
 
 void PagedAttention::Attend(const KvCache& cache, int layer, const std::vector<TokenPlacement>& tokens,
                             const float* q, float* out) {
-  const int nh = shape_.num_heads, hd = shape_.head_dim;
-  const int group = nh / shape_.num_kv_heads;
+  const int nh = shape_.num_heads, nkv = shape_.num_kv_heads, hd = shape_.head_dim;
+  const int group = nh / nkv;  // query head j uses KV group j / (n_h / n_g)
   const int bs = cache.shape().block_size;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   const cpu::KernelSet& kernels = ActiveKernels();
-  const int64_t kv_row = static_cast<int64_t>(shape_.num_kv_heads) * hd;
+  const int64_t kv_row = static_cast<int64_t>(nkv) * hd;
+  const int64_t T = static_cast<int64_t>(tokens.size());
   scores_.resize(pool_->num_threads());
-  const int64_t items = static_cast<int64_t>(tokens.size()) * nh;
-  pool_->ParallelForIndexed(items, [&](int thread, int64_t begin, int64_t end) {
-    std::vector<float>& scores = scores_[thread];
+  // A work item is one token's KV heads [k0, k1) with their query heads. It walks the token's
+  // cache block by block and reads each slot's rows for all its heads together, in address
+  // order; all heads per item once the batch gives every thread a few items, fewer heads per
+  // item at small batches so both threads have work. The arithmetic per head is the same
+  // either way (positions ascending), so the split does not change any bit.
+  const int64_t wanted_items = int64_t{4} * pool_->num_threads();
+  const int kv_per_item = static_cast<int>(std::clamp<int64_t>((T * nkv + wanted_items - 1) / wanted_items, 1, nkv));
+  const int items_per_token = (nkv + kv_per_item - 1) / kv_per_item;
+  pool_->ParallelForIndexed(T * items_per_token, [&](int thread, int64_t begin, int64_t end) {
+    std::vector<float>& scratch = scores_[thread];
     for (int64_t item = begin; item < end; ++item) {
-      const int64_t t = item / nh;
-      const int head = static_cast<int>(item % nh);
-      const int kv_head = head / group;  // query head j uses KV group j / (n_h / n_g)
-      const float* qh = q + t * nh * hd + head * hd;
+      const int64_t t = item / items_per_token;
+      const int k0 = static_cast<int>(item % items_per_token) * kv_per_item;
+      const int h0 = k0 * group, nq = (std::min(nkv, k0 + kv_per_item) - k0) * group;  // heads [h0, h0 + nq)
       const int32_t last = tokens[t].position;
+      const int64_t len = last + 1;
       const int32_t* table = tokens[t].block_table;
-      scores.resize(last + 1);
-      // q·k with the matmul kernels, a KV block at a time: the slots of a block are rows
-      // `kv_row` floats apart, so one call scores several positions.
+      scratch.resize(static_cast<size_t>(nq) * len + nq);
+      float* scores = scratch.data();     // [nq][len]
+      float* inv = scores + nq * len;     // [nq]: 1 / Σ exp
+      const float* qt = q + (t * nh + h0) * hd;
+      // q·k with the matmul kernels: a block's slots are rows kv_row floats apart, so one call
+      // scores several positions of one head.
       for (int32_t p0 = 0; p0 <= last; p0 += bs) {
         const int slots = std::min(bs, last + 1 - p0);
-        ScoreSlots(kernels, cache.Key(layer, table[p0 / bs], 0) + kv_head * hd, kv_row, slots, hd, qh, &scores[p0]);
+        const float* keys = cache.Key(layer, table[p0 / bs], 0);
+        for (int j = 0; j < nq; ++j) {
+          ScoreSlots(kernels, keys + ((h0 + j) / group) * hd, kv_row, slots, hd, qt + j * hd, &scores[j * len + p0]);
+        }
       }
-      float max_score = -INFINITY;
-      for (int32_t p = 0; p <= last; ++p) {
-        scores[p] *= scale;
-        max_score = std::max(max_score, scores[p]);
+      for (int j = 0; j < nq; ++j) {
+        float* s = scores + j * len;
+        float max_score = -INFINITY;
+        for (int64_t p = 0; p < len; ++p) {
+          s[p] *= scale;
+          max_score = std::max(max_score, s[p]);
+        }
+        double sum = 0;
+        for (int64_t p = 0; p < len; ++p) sum += s[p] = std::exp(s[p] - max_score);
+        inv[j] = static_cast<float>(1.0 / sum);
       }
-      double sum = 0;
-      for (int32_t p = 0; p <= last; ++p) sum += scores[p] = std::exp(scores[p] - max_score);
-      const float inv = static_cast<float>(1.0 / sum);
-      float* o = out + t * nh * hd + head * hd;
-      std::fill(o, o + hd, 0.0f);
-      for (int32_t p = 0; p <= last; ++p) {
-        const float* vp = cache.Value(layer, table[p / bs], p % bs) + kv_head * hd;
-        const float w = scores[p] * inv;
-        for (int i = 0; i < hd; ++i) o[i] += w * vp[i];
+      float* o = out + (t * nh + h0) * hd;  // the item's heads are contiguous
+      std::fill(o, o + static_cast<int64_t>(nq) * hd, 0.0f);
+      for (int32_t p0 = 0; p0 <= last; p0 += bs) {
+        const int slots = std::min(bs, last + 1 - p0);
+        const float* values = cache.Value(layer, table[p0 / bs], 0);
+        for (int slot = 0; slot < slots; ++slot) {
+          const float* row = values + slot * kv_row;
+          for (int j = 0; j < nq; ++j) {
+            const float* vp = row + ((h0 + j) / group) * hd;
+            const float w = scores[j * len + p0 + slot] * inv[j];
+            float* oh = o + j * hd;
+            for (int i = 0; i < hd; ++i) oh[i] += w * vp[i];
+          }
+        }
       }
     }
   });
