@@ -14,7 +14,6 @@
 Results: printed, and written as JSON to bench/results/serving.json.
 """
 import argparse
-import contextlib
 import json
 import os
 import statistics
@@ -74,9 +73,19 @@ def main():
               "scheduler.max_batch_tokens=512", "scheduler.kv_memory_mb=1024"]
     result = {"model": a.model, "threads": a.threads, "runs": a.runs, "input_len": 32, "output_len": 128}
 
+    if "sweep" in sections:
+        concurrency_sweep(a, common, result)
+    if "overhead" in sections:
+        serving_overhead(a, common, result)
+    if "metrics" in sections:
+        metrics_overhead(a, common, result)
+    write(result)
+
+
+def concurrency_sweep(a, common, result):
     sweep = {}
-    with LiveServer(MOESERVE, a.model, common) if "sweep" in sections else contextlib.nullcontext() as server:
-        for concurrency, n in [(1, 4), (4, 8), (16, 32), (64, 64)] if "sweep" in sections else []:
+    with LiveServer(MOESERVE, a.model, common) as server:
+        for concurrency, n in [(1, 4), (4, 8), (16, 32), (64, 64)]:
             runs = [bench(server.target, concurrency, n) for _ in range(a.runs)]
             sweep[concurrency] = {
                 "output_tokens_per_s": median_of(runs, ["output_tokens_per_s"]),
@@ -87,15 +96,8 @@ def main():
                 "tpot_mean_ms": 1000 * median_of(runs, ["tpot_s", "mean"]),
             }
             print(f"concurrency {concurrency:3d}: {json.dumps(sweep[concurrency])}", flush=True)
-    if sweep:
-        result["sweep"] = sweep
-        result["scaling_16_over_1"] = sweep[16]["output_tokens_per_s"] / sweep[1]["output_tokens_per_s"]
-
-    if "overhead" in sections:
-        serving_overhead(a, common, result)
-    if "metrics" in sections:
-        metrics_overhead(a, common, result)
-    write(result)
+    result["sweep"] = sweep
+    result["scaling_16_over_1"] = sweep[16]["output_tokens_per_s"] / sweep[1]["output_tokens_per_s"]
 
 
 def serving_overhead(a, common, result):
@@ -114,7 +116,6 @@ def serving_overhead(a, common, result):
     print(f"engine decode {engine_ms:.2f} ms/token; server ITL p50 at c=1 {itl_ms:.2f} ms "
           f"-> overhead {100 * result['serving_overhead_c1']:+.1f} % (runs alternated: engine {engine}, "
           f"server {server_itl})", flush=True)
-
 
 
 def metrics_overhead(a, common, result):

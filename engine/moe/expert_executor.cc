@@ -123,23 +123,11 @@ void ExpertExecutor::Run(const ExpertBank& bank, const float* m, int64_t num_tok
   hidden_.resize(entries * d);
   thread_buffers_.resize(pool_->num_threads());
 
-  // Up (and gate) projections with the activation, split by expert and balanced by cost: an
-  // expert costs reading its weights (about kWeightReadCost tokens of arithmetic) plus one unit
-  // per token routed to it. A thread runs the experts whose cost interval starts in its share.
-  constexpr int64_t kWeightReadCost = 4;
+  // Up (and gate) projections with the activation: work split by expert (the pool hands out
+  // chunks of experts as threads come free, which evens out their different token counts).
   const int64_t num_active = static_cast<int64_t>(active_experts_.size());
-  expert_cost_start_.resize(num_active);
-  int64_t total_cost = 0;
-  for (int64_t i = 0; i < num_active; ++i) {
-    const int e = active_experts_[i];
-    expert_cost_start_[i] = total_cost;
-    total_cost += kWeightReadCost + expert_offsets_[e + 1] - expert_offsets_[e];
-  }
-  pool_->ParallelForIndexed(total_cost, [&](int slot, int64_t begin, int64_t end) {
-    auto it = std::lower_bound(expert_cost_start_.begin(), expert_cost_start_.end(), begin);
-    for (int64_t i = it - expert_cost_start_.begin(); i < num_active && expert_cost_start_[i] < end; ++i) {
-      UpAndActivate(bank, m, active_experts_[i], slot);
-    }
+  pool_->ParallelForIndexed(num_active, [&](int slot, int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) UpAndActivate(bank, m, active_experts_[i], slot);
   });
   // Down projection, per token over its experts' d-wide slices in ascending expert order (one
   // reduction per output row), split across threads by output row so no two threads write the

@@ -39,7 +39,6 @@ class ExpertExecutor {
   std::vector<const float*> segment_vec_;  // per routing entry: its scaled activations
   std::vector<const float*> segment_scale_;  // per routing entry: its down slice's row scales (int8)
   std::vector<int32_t> active_experts_;
-  std::vector<int64_t> expert_cost_start_;  // per active expert: its start in the cost-balanced split
   std::vector<float> token_mean_;        // NormSiLU mean per token
   std::vector<float> hidden_;            // [entries, d] scaled activations
   struct ThreadBuffers {
