@@ -53,6 +53,12 @@ TestMatrix MakeMatrix(DType dtype, int64_t rows, int64_t cols, std::mt19937& rng
 
 constexpr DType kAllTypes[] = {DType::kF32, DType::kBF16, DType::kF16, DType::kI8};
 
+// x as the engine-level paths multiply it with `weights`: rounded to bf16 where
+// UsesBf16Activations says so, else unchanged.
+float AsMultiplied(float x, DType weights) {
+  return UsesBf16Activations(weights) ? Bf16ToF32(F32ToBf16(x)) : x;
+}
+
 TEST(MatMulKernels, EverySetAndTypeMatchesFloat64) {
   std::mt19937 rng(7);
   std::normal_distribution<float> normal(0.0f, 1.0f);
@@ -94,6 +100,71 @@ TEST(MatMulKernels, EverySetAndTypeMatchesFloat64) {
   }
 }
 
+// Sets with bf16 × bf16 kernels: their block, one-row and segmented kernels against float64
+// on the bf16-rounded activations (products of two bf16 are exact in fp32, so only the fp32
+// summation differs), and their conversion against F32ToBf16's nearest-even rounding.
+TEST(MatMulKernels, Bf16ActivationKernelsMatchFloat64OnRoundedActivations) {
+  std::mt19937 rng(13);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  int sets_checked = 0;
+  for (const cpu::KernelSet* set : RunnableKernelSets()) {
+    const cpu::Bf16ActivationKernels& k = set->bf16x;
+    if (k.block == nullptr) continue;
+    ASSERT_NE(k.row, nullptr);
+    ASSERT_NE(k.segmented, nullptr);
+    ASSERT_NE(k.to_bf16, nullptr);
+    ++sets_checked;
+    for (int64_t cols : {1, 7, 16, 31, 32, 37, 64, 200, 768}) {
+      const TestMatrix m = MakeMatrix(DType::kBF16, 4, cols, rng);
+      std::vector<std::vector<float>> x(cpu::kMaxTokens, std::vector<float>(cols));
+      std::vector<std::vector<uint16_t>> xb(cpu::kMaxTokens, std::vector<uint16_t>(cols));
+      for (int t = 0; t < cpu::kMaxTokens; ++t) {
+        for (float& e : x[t]) e = normal(rng);
+        k.to_bf16(x[t].data(), cols, xb[t].data());
+        for (int64_t c = 0; c < cols; ++c) ASSERT_EQ(xb[t][c], F32ToBf16(x[t][c])) << "to_bf16 cols=" << cols;
+      }
+      const uint16_t* xs[cpu::kMaxTokens] = {xb[0].data(), xb[1].data(), xb[2].data(), xb[3].data()};
+      for (int nt = 1; nt <= cpu::kMaxTokens; ++nt) {
+        const int rows = set->rows_per_call[nt];
+        float block[16], single[4];
+        k.block(m.bytes.data(), cols, cols, xs, nt, block);
+        for (int r = 0; r < rows; ++r) {
+          k.row(m.bytes.data() + r * cols * 2, cols, xs, nt, single);
+          for (int t = 0; t < nt; ++t) {
+            double ref = 0, mag = 0;
+            for (int64_t c = 0; c < cols; ++c) {
+              const double p = double{m.exact[r * cols + c]} * Bf16ToF32(xb[t][c]);
+              ref += p;
+              mag += std::fabs(p);
+            }
+            const std::string where = std::string(set->name) + " cols=" + std::to_string(cols) +
+                                      " nt=" + std::to_string(nt) + " r=" + std::to_string(r);
+            EXPECT_NEAR(block[r * nt + t], ref, 1e-5 * mag + 1e-6) << where;
+            EXPECT_EQ(std::memcmp(&block[r * nt + t], &single[t], 4), 0) << where;
+          }
+        }
+      }
+      // Segmented: the 4 rows split into two column segments (the second holds the tail).
+      const int64_t half = cols / 2;
+      const void* w[2] = {m.bytes.data(), m.bytes.data() + half * 2};
+      const uint16_t* v[2] = {xb[0].data(), xb[0].data() + half};
+      if (half == 0) continue;
+      float seg[4];
+      k.segmented(w, v, nullptr, 2, half, cols, 4, seg);
+      for (int r = 0; r < 4; ++r) {
+        double ref = 0, mag = 0;
+        for (int64_t c = 0; c < 2 * half; ++c) {
+          const double p = double{m.exact[r * cols + c]} * Bf16ToF32(xb[0][c]);
+          ref += p;
+          mag += std::fabs(p);
+        }
+        EXPECT_NEAR(seg[r], ref, 1e-5 * mag + 1e-6) << set->name << " segmented cols=" << cols << " r=" << r;
+      }
+    }
+  }
+  if (sets_checked == 0) GTEST_SKIP() << "no kernel set with bf16 x bf16 kernels runs on this CPU";
+}
+
 TEST(MatMulKernels, TokenResultDoesNotDependOnTheBatch) {
   std::mt19937 rng(11);
   std::normal_distribution<float> normal(0.0f, 1.0f);
@@ -117,8 +188,9 @@ TEST(MatMulKernels, TokenResultDoesNotDependOnTheBatch) {
       double ref = 0, mag = 0;
       const int64_t t = i / rows, r = i % rows;
       for (int64_t c = 0; c < cols; ++c) {
-        ref += double{m.exact[r * cols + c]} * x[t * cols + c];
-        mag += std::fabs(double{m.exact[r * cols + c]} * x[t * cols + c]);
+        const double p = double{m.exact[r * cols + c]} * AsMultiplied(x[t * cols + c], dtype);
+        ref += p;
+        mag += std::fabs(p);
       }
       ASSERT_NEAR(batched[i], ref, 1e-5 * mag + 1e-6) << DTypeName(dtype) << " " << i;
     }
@@ -152,8 +224,9 @@ TEST(MatMulKernels, SegmentedRowDotsWithAndWithoutScales) {
       double ref = 0.5, mag = 0.5;
       for (int e = 0; e < E; ++e) {
         for (int64_t j = 0; j < d; ++j) {
-          ref += double{m.exact[r * E * d + e * d + j]} * h[e][j];
-          mag += std::fabs(double{m.exact[r * E * d + e * d + j]} * h[e][j]);
+          const double p = double{m.exact[r * E * d + e * d + j]} * AsMultiplied(h[e][j], dtype);
+          ref += p;
+          mag += std::fabs(p);
         }
       }
       EXPECT_NEAR(y[r], ref, 1e-5 * mag) << DTypeName(dtype) << " row " << r;

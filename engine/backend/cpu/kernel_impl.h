@@ -163,6 +163,7 @@ constexpr KernelSet MakeKernelSet(const char* name) {
        &DotBlockAny<Isa, int8_t, NR>},
       {&DotRowAny<Isa, float>, &DotRowAny<Isa, Bf16>, &DotRowAny<Isa, F16>, &DotRowAny<Isa, int8_t>},
       {&SegmentedAny<Isa, float>, &SegmentedAny<Isa, Bf16>, &SegmentedAny<Isa, F16>, &SegmentedAny<Isa, int8_t>},
+      {},
   };
 }
 

@@ -1,6 +1,10 @@
 // The inner dot-product kernels of the CPU backend, one set per instruction set, chosen once
 // at startup (matmul.cc). Weights are f32, bf16, f16 or int8 (raw integers: the caller
-// applies row scales); activations and accumulation are fp32.
+// applies row scales); activations and accumulation are fp32. A set may also carry kernels for
+// bf16 weights × bf16 activations (AVX-512-BF16's vdpbf16ps: two products per lane and no
+// widening of the weights), which matmul.cc prefers for bf16 weights: it rounds the
+// activations to bf16 (nearest-even) once per call. That is the precision of the spec's bf16
+// mode (deco.md §3.5: weights and activations bf16), with products exact and sums in fp32.
 //
 // Every kernel accumulates each (row, token) pair in one fixed order: lane-wide chunks in
 // ascending order into one accumulator, a horizontal sum, then the scalar tail. The order does
@@ -30,18 +34,36 @@ using DotRowFn = void (*)(const void* w, int64_t n, const float* const* xs, int 
 using SegmentedDotFn = void (*)(const void* const* w, const float* const* v, const float* const* scales,
                                 int segments, int64_t len, int64_t row_stride, int rows, float* out);
 
+// The same three shapes for bf16 weights and bf16 activations (raw bits).
+using Bf16DotBlockFn = void (*)(const void* w, int64_t ld, int64_t n, const uint16_t* const* xs, int nt, float* out);
+using Bf16DotRowFn = void (*)(const void* w, int64_t n, const uint16_t* const* xs, int nt, float* out);
+using Bf16SegmentedDotFn = void (*)(const void* const* w, const uint16_t* const* v, const float* const* scales,
+                                    int segments, int64_t len, int64_t row_stride, int rows, float* out);
+// out[i] = the bf16 (round to nearest even) of x[i], i < n.
+using ToBf16Fn = void (*)(const float* x, int64_t n, uint16_t* out);
+
+// Bf16 × bf16 kernels; a set without them has all four null.
+struct Bf16ActivationKernels {
+  Bf16DotBlockFn block = nullptr;
+  Bf16DotRowFn row = nullptr;
+  Bf16SegmentedDotFn segmented = nullptr;
+  ToBf16Fn to_bf16 = nullptr;
+};
+
 struct KernelSet {
   const char* name;
   int rows_per_call[kMaxTokens + 1];  // rows DotBlock handles for nt tokens (index nt)
   DotBlockFn block[kNumWeightKinds];
   DotRowFn row[kNumWeightKinds];
   SegmentedDotFn segmented[kNumWeightKinds];
+  Bf16ActivationKernels bf16x;  // used for bf16 weights where present
 };
 
 // Each returns nullptr when the set was not compiled for this architecture.
 const KernelSet* PortableKernels();
 const KernelSet* Avx2Kernels();
 const KernelSet* Avx512Kernels();
+const KernelSet* Avx512Bf16Kernels();  // AVX-512F + BW + BF16
 const KernelSet* NeonKernels();
 
 }  // namespace moeserve::cpu

@@ -26,6 +26,20 @@ bool CpuHasAvx512() {
 #endif
 }
 
+// AVX-512-BF16 with the BW and VL subsets its kernels use (CPUID leaf 7: EBX for BW/VL,
+// sub-leaf 1 EAX bit 5 for BF16), on top of the OS-enabled AVX-512F check.
+bool CpuHasAvx512Bf16() {
+#if defined(__x86_64__)
+  unsigned eax, ebx, ecx, edx;
+  if (!CpuHasAvx512() || !__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return false;
+  const bool bw = (ebx & (1u << 30)) != 0, vl = (ebx & (1u << 31)) != 0;
+  if (!bw || !vl || eax < 1 || !__get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx)) return false;
+  return (eax & (1u << 5)) != 0;
+#else
+  return false;
+#endif
+}
+
 bool CpuHasAvx2() {
 #if defined(__x86_64__)
   // F16C through CPUID: clang's __builtin_cpu_supports does not know "f16c".
@@ -80,6 +94,7 @@ std::vector<const cpu::KernelSet*> RunnableKernelSets() {
   std::vector<const cpu::KernelSet*> sets = {cpu::PortableKernels()};
   if (CpuHasAvx2() && cpu::Avx2Kernels() != nullptr) sets.push_back(cpu::Avx2Kernels());
   if (CpuHasAvx512() && cpu::Avx512Kernels() != nullptr) sets.push_back(cpu::Avx512Kernels());
+  if (CpuHasAvx512Bf16() && cpu::Avx512Bf16Kernels() != nullptr) sets.push_back(cpu::Avx512Bf16Kernels());
   if (cpu::NeonKernels() != nullptr) sets.push_back(cpu::NeonKernels());
   return sets;
 }
@@ -89,11 +104,14 @@ const cpu::KernelSet& ActiveKernels() {
   return *set;
 }
 
-void MatMulRows(const WeightMatrix& m, const float* x, int64_t x_stride, int64_t num_tokens, float* y, int64_t y_stride,
-                int64_t r0, int64_t r1, bool accumulate) {
-  const cpu::KernelSet& k = ActiveKernels();
-  const cpu::WeightKind kind = KindOf(m.dtype);
-  const float* xs[cpu::kMaxTokens];
+namespace {
+
+// The tile loop of MatMulRows over activations of type X (fp32, or bf16 bits for a set's
+// bf16 × bf16 kernels): block(w, ld, n, xs, nt, out) and row(w, n, xs, nt, out) as in kernels.h.
+template <class X, class Block, class Row>
+void TiledRows(const WeightMatrix& m, const int rows_per_call[], Block block, Row row, const X* x, int64_t x_stride,
+               int64_t num_tokens, float* y, int64_t y_stride, int64_t r0, int64_t r1, bool accumulate) {
+  const X* xs[cpu::kMaxTokens];
   float out[4 * cpu::kMaxTokens];
   // Tiles of kRowBlock weight rows × kMaxTokens tokens: a row block comes from memory once and
   // is reused from cache for every token block; a token block stays in L1 across the rows.
@@ -102,7 +120,7 @@ void MatMulRows(const WeightMatrix& m, const float* x, int64_t x_stride, int64_t
     for (int64_t t0 = 0; t0 < num_tokens; t0 += cpu::kMaxTokens) {
       const int nt = static_cast<int>(std::min<int64_t>(cpu::kMaxTokens, num_tokens - t0));
       for (int t = 0; t < nt; ++t) xs[t] = x + (t0 + t) * x_stride;
-      const int rows = k.rows_per_call[nt];
+      const int rows = rows_per_call[nt];
       for (int64_t r = rb; r < rb_end;) {
         int done;
         // The first token block streams the tile from memory: one row at a time, which the
@@ -113,10 +131,10 @@ void MatMulRows(const WeightMatrix& m, const float* x, int64_t x_stride, int64_t
           // The second pass also pulls the next tile into L2, so that its first pass (which
           // would otherwise wait on memory) overlaps with this pass's arithmetic.
           if (t0 == cpu::kMaxTokens) PrefetchRows(m, r + kRowBlock, std::min(r + kRowBlock + rows, r1));
-          k.block[kind](m.RowPtr(r), m.ld, m.cols, xs, nt, out);
+          block(m.RowPtr(r), m.ld, m.cols, xs, nt, out);
           done = rows;
         } else {
-          k.row[kind](m.RowPtr(r), m.cols, xs, nt, out);
+          row(m.RowPtr(r), m.cols, xs, nt, out);
           done = 1;
         }
         for (int i = 0; i < done; ++i) {
@@ -131,6 +149,34 @@ void MatMulRows(const WeightMatrix& m, const float* x, int64_t x_stride, int64_t
       }
     }
   }
+}
+
+// Per-thread scratch for activations rounded to bf16: grows to the largest call, then is
+// reused (no allocation in the steady state of the step loop).
+std::vector<uint16_t>& Bf16Scratch() {
+  thread_local std::vector<uint16_t> scratch;
+  return scratch;
+}
+
+}  // namespace
+
+bool UsesBf16Activations(DType weights) {
+  return weights == DType::kBF16 && ActiveKernels().bf16x.block != nullptr;
+}
+
+void MatMulRows(const WeightMatrix& m, const float* x, int64_t x_stride, int64_t num_tokens, float* y, int64_t y_stride,
+                int64_t r0, int64_t r1, bool accumulate) {
+  const cpu::KernelSet& k = ActiveKernels();
+  const cpu::WeightKind kind = KindOf(m.dtype);
+  if (kind == cpu::kWeightBf16 && k.bf16x.block != nullptr) {
+    std::vector<uint16_t>& xb = Bf16Scratch();
+    if (static_cast<int64_t>(xb.size()) < num_tokens * m.cols) xb.resize(num_tokens * m.cols);
+    for (int64_t t = 0; t < num_tokens; ++t) k.bf16x.to_bf16(x + t * x_stride, m.cols, xb.data() + t * m.cols);
+    TiledRows(m, k.rows_per_call, k.bf16x.block, k.bf16x.row, static_cast<const uint16_t*>(xb.data()), m.cols,
+              num_tokens, y, y_stride, r0, r1, accumulate);
+    return;
+  }
+  TiledRows(m, k.rows_per_call, k.block[kind], k.row[kind], x, x_stride, num_tokens, y, y_stride, r0, r1, accumulate);
 }
 
 void SegmentedRowDots(DType dtype, const void* const* bases, const float* const* scales, const float* const* vecs,
@@ -153,6 +199,23 @@ void SegmentedRowDots(DType dtype, const void* const* bases, const float* const*
     rows = heap_rows.data();
     row_scales = heap_scales.data();
   }
+  // Bf16 weights on a set with bf16 × bf16 kernels: the vectors rounded to bf16 once.
+  const bool bf16x = kind == cpu::kWeightBf16 && k.bf16x.segmented != nullptr;
+  const uint16_t* stack_vecs16[kMaxStackSegments];
+  std::vector<const uint16_t*> heap_vecs16;
+  const uint16_t** vecs16 = stack_vecs16;
+  if (bf16x) {
+    if (segments > kMaxStackSegments) {
+      heap_vecs16.resize(segments);
+      vecs16 = heap_vecs16.data();
+    }
+    std::vector<uint16_t>& vb = Bf16Scratch();
+    if (static_cast<int64_t>(vb.size()) < segments * len) vb.resize(segments * len);
+    for (int s = 0; s < segments; ++s) {
+      k.bf16x.to_bf16(vecs[s], len, vb.data() + s * len);
+      vecs16[s] = vb.data() + s * len;
+    }
+  }
   float out[4];
   for (int64_t r = r0; r < r1; r += kSegRows) {
     const int n = static_cast<int>(std::min<int64_t>(kSegRows, r1 - r));
@@ -160,7 +223,12 @@ void SegmentedRowDots(DType dtype, const void* const* bases, const float* const*
       rows[s] = ByteOffset(bases[s], r * row_stride * esize);
       if (scales != nullptr) row_scales[s] = scales[s] + r;
     }
-    k.segmented[kind](rows, vecs, scales == nullptr ? nullptr : row_scales, segments, len, row_stride, n, out);
+    const float* const* seg_scales = scales == nullptr ? nullptr : row_scales;
+    if (bf16x) {
+      k.bf16x.segmented(rows, vecs16, seg_scales, segments, len, row_stride, n, out);
+    } else {
+      k.segmented[kind](rows, vecs, seg_scales, segments, len, row_stride, n, out);
+    }
     for (int i = 0; i < n; ++i) y[(r + i) * y_stride] += out[i];
   }
 }

@@ -1,7 +1,8 @@
 // Matrix kernels of the CPU backend: y = x · Wᵀ for a few token rows x against weight rows W
 // (f32, bf16, f16 or int8-with-row-scales weights; fp32 activations and accumulation). The
-// inner kernels (kernels.h) are chosen once at startup: AVX-512F, else AVX2+FMA+F16C on x86,
-// NEON on aarch64, a portable loop otherwise; MOESERVE_CPU_KERNELS pins one.
+// inner kernels (kernels.h) are chosen once at startup: AVX-512-BF16, else AVX-512F, else
+// AVX2+FMA+F16C on x86, NEON on aarch64, a portable loop otherwise; MOESERVE_CPU_KERNELS pins
+// one. Under AVX-512-BF16, bf16 weights meet activations rounded to bf16 (UsesBf16Activations).
 #ifndef MOESERVE_ENGINE_BACKEND_CPU_MATMUL_H_
 #define MOESERVE_ENGINE_BACKEND_CPU_MATMUL_H_
 
@@ -49,8 +50,12 @@ std::vector<const cpu::KernelSet*> RunnableKernelSets();
 // The kernel tables' index for a weight dtype.
 cpu::WeightKind KindOf(DType d);
 
-// The kernel set in use, and its name ("avx512", "avx2", "neon" or "portable"; the
-// spellings MOESERVE_CPU_KERNELS takes).
+// Whether products with weights of this dtype round the activations to bf16 first (bf16
+// weights under a set with bf16 × bf16 kernels; the spec's bf16 precision, deco.md §3.5).
+bool UsesBf16Activations(DType weights);
+
+// The kernel set in use, and its name ("avx512bf16", "avx512", "avx2", "neon" or "portable";
+// the spellings MOESERVE_CPU_KERNELS takes).
 const cpu::KernelSet& ActiveKernels();
 const char* MatMulKernelName();
 

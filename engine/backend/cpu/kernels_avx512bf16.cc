@@ -1,0 +1,146 @@
+// AVX-512-BF16 kernels: the AVX-512F set, plus bf16-weight × bf16-activation kernels on
+// vdpbf16ps (kernels.h). Each vdpbf16ps multiplies 32 bf16 pairs into 16 fp32 lanes (lane j
+// takes elements 2j and 2j+1, products exact, sums in fp32), so a bf16 weight row is read
+// straight into the multiply with no widening, at twice the products per instruction of the
+// fp32 FMA kernels. This file is compiled with -mavx512f -mavx512bw -mavx512vl -mavx512bf16
+// -mfma -mf16c and runs only after the CPU check in matmul.cc.
+#include "engine/backend/cpu/kernels.h"
+
+#if defined(__x86_64__) && defined(__AVX512F__) && defined(__AVX512BF16__) && defined(__AVX512BW__) && \
+    defined(__AVX512VL__)
+#include "engine/backend/cpu/isa_avx512.h"
+
+namespace moeserve::cpu {
+namespace {
+
+constexpr int kPairLanes = 32;  // bf16 elements per vdpbf16ps
+
+using Pairs = __m512bh;
+
+Pairs LoadPairs(const uint16_t* p) { return (Pairs)_mm512_loadu_si512(p); }
+// The first `count` (< 32) elements, the rest zero: a zero weight times a zero activation
+// adds nothing, so a row's tail goes through the same vector accumulator as its body.
+Pairs LoadPairsTail(const uint16_t* p, int64_t count) {
+  return (Pairs)_mm512_maskz_loadu_epi16(static_cast<__mmask32>((1u << count) - 1u), p);
+}
+
+// One 32-element step of NR rows × NT tokens at column i (count < 32 on the tail step).
+// Every (row, token) pair accumulates its steps in ascending order into one accumulator,
+// whatever NR and NT: block and one-row calls give the same bits.
+template <int NR, int NT, bool kTail>
+inline void DotStep(const uint16_t* w, int64_t ld, const uint16_t* const* xs, int64_t i, int64_t count,
+                    __m512 (&acc)[NR][NT]) {
+  Pairs x[NT];
+  for (int t = 0; t < NT; ++t) {
+    x[t] = kTail ? LoadPairsTail(xs[t] + i, count) : LoadPairs(xs[t] + i);
+    asm("" : "+v"(x[t]));  // keep the activations in registers, not re-read per row
+  }
+  for (int r = 0; r < NR; ++r) {
+    const uint16_t* row = w + r * ld + i;
+    if (!kTail) __builtin_prefetch(row + kPrefetchBytes / 2);
+    const Pairs wr = kTail ? LoadPairsTail(row, count) : LoadPairs(row);
+    for (int t = 0; t < NT; ++t) acc[r][t] = _mm512_dpbf16_ps(acc[r][t], wr, x[t]);
+  }
+}
+
+template <int NR, int NT>
+void Bf16DotBlock(const uint16_t* w, int64_t ld, int64_t n, const uint16_t* const* xs, float* out) {
+  __m512 acc[NR][NT];
+  for (int r = 0; r < NR; ++r) {
+    for (int t = 0; t < NT; ++t) acc[r][t] = _mm512_setzero_ps();
+  }
+  const int64_t nv = n - n % kPairLanes;
+  for (int64_t i = 0; i < nv; i += kPairLanes) DotStep<NR, NT, false>(w, ld, xs, i, kPairLanes, acc);
+  if (nv < n) DotStep<NR, NT, true>(w, ld, xs, nv, n - nv, acc);
+  for (int r = 0; r < NR; ++r) {
+    for (int t = 0; t < NT; ++t) out[r * NT + t] = _mm512_reduce_add_ps(acc[r][t]);
+  }
+}
+
+template <int NR>
+void Bf16BlockAny(const uint16_t* w, int64_t ld, int64_t n, const uint16_t* const* xs, int nt, float* out) {
+  switch (nt) {
+    case 1: return Bf16DotBlock<NR, 1>(w, ld, n, xs, out);
+    case 2: return Bf16DotBlock<NR, 2>(w, ld, n, xs, out);
+    case 3: return Bf16DotBlock<NR, 3>(w, ld, n, xs, out);
+    default: return Bf16DotBlock<NR, 4>(w, ld, n, xs, out);
+  }
+}
+
+void Bf16Block(const void* w, int64_t ld, int64_t n, const uint16_t* const* xs, int nt, float* out) {
+  Bf16BlockAny<Avx512Rows<1>::value>(static_cast<const uint16_t*>(w), ld, n, xs, nt, out);
+}
+
+void Bf16Row(const void* w, int64_t n, const uint16_t* const* xs, int nt, float* out) {
+  Bf16BlockAny<1>(static_cast<const uint16_t*>(w), 0, n, xs, nt, out);
+}
+
+template <int R>
+void Bf16SegmentedRows(const void* const* w, const uint16_t* const* v, const float* const* scales, int segments,
+                       int64_t len, int64_t row_stride, float* out) {
+  const int64_t nv = len - len % kPairLanes;
+  __m512 acc[R];
+  for (int k = 0; k < R; ++k) acc[k] = _mm512_setzero_ps();
+  for (int s = 0; s < segments; ++s) {
+    const uint16_t* ws = static_cast<const uint16_t*>(w[s]);
+    __m512 part[R];
+    __m512* sum = scales == nullptr ? acc : part;  // scaled segments are summed apart first
+    if (scales != nullptr) {
+      for (int k = 0; k < R; ++k) part[k] = _mm512_setzero_ps();
+    }
+    for (int64_t i = 0; i < len; i += kPairLanes) {
+      const bool tail = i >= nv;
+      const Pairs x = tail ? LoadPairsTail(v[s] + i, len - i) : LoadPairs(v[s] + i);
+      for (int k = 0; k < R; ++k) {
+        const uint16_t* row = ws + k * row_stride + i;
+        sum[k] = _mm512_dpbf16_ps(sum[k], tail ? LoadPairsTail(row, len - i) : LoadPairs(row), x);
+      }
+    }
+    if (scales != nullptr) {
+      for (int k = 0; k < R; ++k) acc[k] = _mm512_fmadd_ps(part[k], _mm512_set1_ps(scales[s][k]), acc[k]);
+    }
+  }
+  for (int k = 0; k < R; ++k) out[k] = _mm512_reduce_add_ps(acc[k]);
+}
+
+void Bf16Segmented(const void* const* w, const uint16_t* const* v, const float* const* scales, int segments,
+                   int64_t len, int64_t row_stride, int rows, float* out) {
+  switch (rows) {
+    case 1: return Bf16SegmentedRows<1>(w, v, scales, segments, len, row_stride, out);
+    case 2: return Bf16SegmentedRows<2>(w, v, scales, segments, len, row_stride, out);
+    case 3: return Bf16SegmentedRows<3>(w, v, scales, segments, len, row_stride, out);
+    default: return Bf16SegmentedRows<4>(w, v, scales, segments, len, row_stride, out);
+  }
+}
+
+void ToBf16(const float* x, int64_t n, uint16_t* out) {
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(x + i)));
+  }
+  if (i < n) {
+    const __mmask16 m = static_cast<__mmask16>((1u << (n - i)) - 1u);
+    _mm256_mask_storeu_epi16(out + i, m, (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, x + i)));
+  }
+}
+
+constexpr KernelSet MakeAvx512Bf16() {
+  KernelSet set = MakeKernelSet<Avx512, Avx512Rows>("avx512bf16");
+  set.bf16x = Bf16ActivationKernels{&Bf16Block, &Bf16Row, &Bf16Segmented, &ToBf16};
+  return set;
+}
+
+// constexpr: a dynamic initializer here would be compiled with this file's instruction set and
+// run at startup on every CPU.
+constexpr KernelSet kAvx512Bf16 = MakeAvx512Bf16();
+
+}  // namespace
+
+const KernelSet* Avx512Bf16Kernels() { return &kAvx512Bf16; }
+
+}  // namespace moeserve::cpu
+#else
+namespace moeserve::cpu {
+const KernelSet* Avx512Bf16Kernels() { return nullptr; }
+}  // namespace moeserve::cpu
+#endif
