@@ -144,6 +144,16 @@ void ExpertExecutor::Run(const ExpertBank& bank, const float* m, int64_t num_tok
     segment_scale_[i] = slice.scales;
     segment_vec_[i] = &hidden_[static_cast<size_t>(slot_of_entry_[i]) * d];
   }
+  // Under bf16 × bf16 kernels the activations are rounded once here, not once per row tile.
+  const bool bf16x = UsesBf16Activations(bank.down.dtype);
+  if (bf16x) {
+    hidden_bf16_.resize(hidden_.size());
+    RoundToBf16(hidden_.data(), static_cast<int64_t>(hidden_.size()), hidden_bf16_.data());
+    segment_vec_bf16_.resize(entries);
+    for (size_t i = 0; i < entries; ++i) {
+      segment_vec_bf16_[i] = &hidden_bf16_[static_cast<size_t>(slot_of_entry_[i]) * d];
+    }
+  }
   const int64_t row_stride = bank.Down(0).ld;
   const float* down_bias = bank.down_bias.empty() ? nullptr : bank.down_bias.data();
   constexpr int64_t kDownRowTile = 32;
@@ -152,8 +162,13 @@ void ExpertExecutor::Run(const ExpertBank& bank, const float* m, int64_t num_tok
       const int64_t tile_end = std::min(r1, tile + kDownRowTile);
       for (int64_t t = 0; t < num_tokens; ++t) {
         const int32_t begin = routing.offsets[t], n = routing.offsets[t + 1] - begin;
-        SegmentedRowDots(bank.down.dtype, &segment_base_[begin], int8 ? &segment_scale_[begin] : nullptr,
-                         &segment_vec_[begin], n, d, row_stride, y + t * H, 1, tile, tile_end);
+        if (bf16x) {
+          SegmentedRowDotsBf16(&segment_base_[begin], &segment_vec_bf16_[begin], n, d, row_stride, y + t * H, 1, tile,
+                               tile_end);
+        } else {
+          SegmentedRowDots(bank.down.dtype, &segment_base_[begin], int8 ? &segment_scale_[begin] : nullptr,
+                           &segment_vec_[begin], n, d, row_stride, y + t * H, 1, tile, tile_end);
+        }
         if (down_bias == nullptr || n == 0) continue;
         // Σ_e w_e·b_down,e in the token's own entry order (independent of the batch).
         float* yt = y + t * H;

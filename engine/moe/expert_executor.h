@@ -41,6 +41,8 @@ class ExpertExecutor {
   std::vector<int32_t> active_experts_;
   std::vector<float> token_mean_;        // NormSiLU mean per token
   std::vector<float> hidden_;            // [entries, d] scaled activations
+  std::vector<uint16_t> hidden_bf16_;    // the same rounded to bf16 (bf16 × bf16 kernels only)
+  std::vector<const uint16_t*> segment_vec_bf16_;  // per routing entry, into hidden_bf16_
   struct ThreadBuffers {
     std::vector<float> x, u, z;  // gathered inputs [n, H]; up and gate outputs [n, d]
   };

@@ -149,10 +149,10 @@ TEST(MatMulKernels, Bf16ActivationKernelsMatchFloat64OnRoundedActivations) {
       const void* w[2] = {m.bytes.data(), m.bytes.data() + half * 2};
       const uint16_t* v[2] = {xb[0].data(), xb[0].data() + half};
       if (half == 0) continue;
-      float seg[4];
-      k.segmented(w, v, nullptr, 2, half, cols, 4, seg);
+      float seg[4] = {0.5f, 0.5f, 0.5f, 0.5f};
+      k.segmented(w, v, 2, half, cols, 0, 4, seg, 1);
       for (int r = 0; r < 4; ++r) {
-        double ref = 0, mag = 0;
+        double ref = 0.5, mag = 0.5;
         for (int64_t c = 0; c < 2 * half; ++c) {
           const double p = double{m.exact[r * cols + c]} * Bf16ToF32(xb[0][c]);
           ref += p;
@@ -202,7 +202,7 @@ TEST(MatMulKernels, SegmentedRowDotsWithAndWithoutScales) {
   std::normal_distribution<float> normal(0.0f, 1.0f);
   for (DType dtype : kAllTypes) {
     // Three experts' down slices of a [H, E·d] matrix (BlockFFN layout): row stride E·d.
-    const int64_t H = 10, d = 24, E = 3;
+    const int64_t H = 37, d = 24, E = 3;  // 37 rows: blocks of 16 and single rows
     const TestMatrix m = MakeMatrix(dtype, H, E * d, rng);
     std::vector<std::vector<float>> h(E, std::vector<float>(d));
     for (auto& v : h) {

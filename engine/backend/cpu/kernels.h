@@ -34,11 +34,15 @@ using DotRowFn = void (*)(const void* w, int64_t n, const float* const* xs, int 
 using SegmentedDotFn = void (*)(const void* const* w, const float* const* v, const float* const* scales,
                                 int segments, int64_t len, int64_t row_stride, int rows, float* out);
 
-// The same three shapes for bf16 weights and bf16 activations (raw bits).
+// Block and one-row kernels as above, for bf16 weights and bf16 activations (raw bits).
 using Bf16DotBlockFn = void (*)(const void* w, int64_t ld, int64_t n, const uint16_t* const* xs, int nt, float* out);
 using Bf16DotRowFn = void (*)(const void* w, int64_t n, const uint16_t* const* xs, int nt, float* out);
-using Bf16SegmentedDotFn = void (*)(const void* const* w, const uint16_t* const* v, const float* const* scales,
-                                    int segments, int64_t len, int64_t row_stride, int rows, float* out);
+// For rows r in [r0, r1): y[r * y_stride] += Σ_s dot(W_s[row r, :len], v_s[:len]), with W_s's
+// row r at `r * row_stride` elements after w[s]; segments accumulated in the given order (bf16
+// weights carry no row scales). The whole row range in one call, so the kernel chooses how
+// many rows share each pass over the vectors.
+using Bf16SegmentedDotFn = void (*)(const void* const* w, const uint16_t* const* v, int segments, int64_t len,
+                                    int64_t row_stride, int64_t r0, int64_t r1, float* y, int64_t y_stride);
 // out[i] = the bf16 (round to nearest even) of x[i], i < n.
 using ToBf16Fn = void (*)(const float* x, int64_t n, uint16_t* out);
 

@@ -171,12 +171,24 @@ void MatMulRows(const WeightMatrix& m, const float* x, int64_t x_stride, int64_t
   if (kind == cpu::kWeightBf16 && k.bf16x.block != nullptr) {
     std::vector<uint16_t>& xb = Bf16Scratch();
     if (static_cast<int64_t>(xb.size()) < num_tokens * m.cols) xb.resize(num_tokens * m.cols);
-    for (int64_t t = 0; t < num_tokens; ++t) k.bf16x.to_bf16(x + t * x_stride, m.cols, xb.data() + t * m.cols);
+    for (int64_t t = 0; t < num_tokens; ++t) RoundToBf16(x + t * x_stride, m.cols, xb.data() + t * m.cols);
     TiledRows(m, k.rows_per_call, k.bf16x.block, k.bf16x.row, static_cast<const uint16_t*>(xb.data()), m.cols,
               num_tokens, y, y_stride, r0, r1, accumulate);
     return;
   }
   TiledRows(m, k.rows_per_call, k.block[kind], k.row[kind], x, x_stride, num_tokens, y, y_stride, r0, r1, accumulate);
+}
+
+void RoundToBf16(const float* x, int64_t n, uint16_t* out) {
+  const cpu::ToBf16Fn convert = ActiveKernels().bf16x.to_bf16;
+  if (convert != nullptr) return convert(x, n, out);
+  for (int64_t i = 0; i < n; ++i) out[i] = F32ToBf16(x[i]);
+}
+
+void SegmentedRowDotsBf16(const void* const* bases, const uint16_t* const* vecs, int segments, int64_t len,
+                          int64_t row_stride, float* y, int64_t y_stride, int64_t r0, int64_t r1) {
+  if (segments == 0) return;
+  ActiveKernels().bf16x.segmented(bases, vecs, segments, len, row_stride, r0, r1, y, y_stride);
 }
 
 void SegmentedRowDots(DType dtype, const void* const* bases, const float* const* scales, const float* const* vecs,
@@ -187,6 +199,22 @@ void SegmentedRowDots(DType dtype, const void* const* bases, const float* const*
   const cpu::WeightKind kind = KindOf(dtype);
   const int64_t esize = DTypeSize(dtype);
   constexpr int kMaxStackSegments = 256;
+  if (UsesBf16Activations(dtype) && scales == nullptr) {  // the vectors rounded to bf16 once
+    const uint16_t* stack_vecs[kMaxStackSegments];
+    std::vector<const uint16_t*> heap_vecs;
+    const uint16_t** vecs16 = stack_vecs;
+    if (segments > kMaxStackSegments) {
+      heap_vecs.resize(segments);
+      vecs16 = heap_vecs.data();
+    }
+    std::vector<uint16_t>& vb = Bf16Scratch();
+    if (static_cast<int64_t>(vb.size()) < segments * len) vb.resize(segments * len);
+    for (int s = 0; s < segments; ++s) {
+      RoundToBf16(vecs[s], len, vb.data() + s * len);
+      vecs16[s] = vb.data() + s * len;
+    }
+    return SegmentedRowDotsBf16(bases, vecs16, segments, len, row_stride, y, y_stride, r0, r1);
+  }
   const void* stack_rows[kMaxStackSegments];
   const float* stack_scales[kMaxStackSegments];
   std::vector<const void*> heap_rows;
@@ -199,23 +227,6 @@ void SegmentedRowDots(DType dtype, const void* const* bases, const float* const*
     rows = heap_rows.data();
     row_scales = heap_scales.data();
   }
-  // Bf16 weights on a set with bf16 × bf16 kernels: the vectors rounded to bf16 once.
-  const bool bf16x = kind == cpu::kWeightBf16 && k.bf16x.segmented != nullptr;
-  const uint16_t* stack_vecs16[kMaxStackSegments];
-  std::vector<const uint16_t*> heap_vecs16;
-  const uint16_t** vecs16 = stack_vecs16;
-  if (bf16x) {
-    if (segments > kMaxStackSegments) {
-      heap_vecs16.resize(segments);
-      vecs16 = heap_vecs16.data();
-    }
-    std::vector<uint16_t>& vb = Bf16Scratch();
-    if (static_cast<int64_t>(vb.size()) < segments * len) vb.resize(segments * len);
-    for (int s = 0; s < segments; ++s) {
-      k.bf16x.to_bf16(vecs[s], len, vb.data() + s * len);
-      vecs16[s] = vb.data() + s * len;
-    }
-  }
   float out[4];
   for (int64_t r = r0; r < r1; r += kSegRows) {
     const int n = static_cast<int>(std::min<int64_t>(kSegRows, r1 - r));
@@ -223,12 +234,7 @@ void SegmentedRowDots(DType dtype, const void* const* bases, const float* const*
       rows[s] = ByteOffset(bases[s], r * row_stride * esize);
       if (scales != nullptr) row_scales[s] = scales[s] + r;
     }
-    const float* const* seg_scales = scales == nullptr ? nullptr : row_scales;
-    if (bf16x) {
-      k.bf16x.segmented(rows, vecs16, seg_scales, segments, len, row_stride, n, out);
-    } else {
-      k.segmented[kind](rows, vecs, seg_scales, segments, len, row_stride, n, out);
-    }
+    k.segmented[kind](rows, vecs, scales == nullptr ? nullptr : row_scales, segments, len, row_stride, n, out);
     for (int i = 0; i < n; ++i) y[(r + i) * y_stride] += out[i];
   }
 }

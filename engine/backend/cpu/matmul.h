@@ -29,6 +29,15 @@ void SegmentedRowDots(DType dtype, const void* const* bases, const float* const*
                       int segments, int64_t len, int64_t row_stride, float* y, int64_t y_stride, int64_t r0,
                       int64_t r1);
 
+// SegmentedRowDots for bf16 weights (no row scales) with the vectors already rounded to bf16
+// (RoundToBf16), for callers that reuse them across row ranges; only where
+// UsesBf16Activations(DType::kBF16).
+void SegmentedRowDotsBf16(const void* const* bases, const uint16_t* const* vecs, int segments, int64_t len,
+                          int64_t row_stride, float* y, int64_t y_stride, int64_t r0, int64_t r1);
+
+// out[i] = x[i] rounded to bf16 (nearest even), as the bf16 × bf16 kernels see it.
+void RoundToBf16(const float* x, int64_t n, uint16_t* out);
+
 // One output of a parallel matmul: y[t, :W.rows] (+)= x[t, :] · Wᵀ.
 struct MatMulJob {
   const WeightMatrix* w;
