@@ -32,6 +32,31 @@ class WeightBuilder {
     ASSIGN_OR_RETURN(const TensorView* t, store_.Take(name, shape));
     return Convert(*t, dtype_, rows, cols);
   }
+  // A [rows, blocks·width] matrix of column blocks (BlockFFN's expert down projection
+  // [H, E·d]) stored block-major as [blocks·rows, width]: each expert's slice becomes one
+  // contiguous run that the hardware prefetchers follow, where in the checkpoint's layout it is
+  // width-wide pieces strided blocks·width apart. Values and int8 row scales are unchanged.
+  absl::StatusOr<WeightMatrix> BlockMajor(const std::string& name, const std::vector<int64_t>& shape, int64_t rows,
+                                          int64_t blocks, int64_t width) {
+    const size_t buffers_before = out_.buffers.size();
+    ASSIGN_OR_RETURN(const WeightMatrix m, Matrix(name, shape, rows, blocks * width));
+    const int64_t esize = DTypeSize(m.dtype), row_bytes = width * esize;
+    auto data = std::make_unique<unsigned char[]>(blocks * rows * row_bytes);
+    std::unique_ptr<unsigned char[]> scales;
+    if (m.scales != nullptr) scales = std::make_unique<unsigned char[]>(blocks * rows * sizeof(float));
+    for (int64_t b = 0; b < blocks; ++b) {
+      for (int64_t r = 0; r < rows; ++r) {
+        std::memcpy(data.get() + (b * rows + r) * row_bytes, m.RowPtr(r) + b * row_bytes, row_bytes);
+        if (scales) reinterpret_cast<float*>(scales.get())[b * rows + r] = m.scales[r];
+      }
+    }
+    out_.buffers.resize(buffers_before);  // drops the converted [rows, blocks·width] copy, if any
+    WeightMatrix stacked{m.dtype, blocks * rows, width, width, data.get(),
+                         scales ? reinterpret_cast<const float*>(scales.get()) : nullptr};
+    out_.buffers.push_back(std::move(data));
+    if (scales) out_.buffers.push_back(std::move(scales));
+    return stacked;
+  }
   absl::StatusOr<WeightMatrix> MatrixF32(const std::string& name, const std::vector<int64_t>& shape, int64_t rows,
                                          int64_t cols) {
     ASSIGN_OR_RETURN(const TensorView* t, store_.Take(name, shape));
@@ -201,8 +226,8 @@ absl::Status LoadMoeLayer(WeightBuilder& b, const ModelConfig& c, int64_t i, Moe
     if (c.experts_gated) {
       ASSIGN_OR_RETURN(bank.gate, b.Matrix(LayerName(i, "mlp.expert_gate_proj.weight"), {E * d, H}, E * d, H));
     }
-    ASSIGN_OR_RETURN(bank.down, b.Matrix(LayerName(i, "mlp.expert_down_proj.weight"), {H, E * d}, H, E * d));
-    bank.down_stacked = false;
+    ASSIGN_OR_RETURN(bank.down, b.BlockMajor(LayerName(i, "mlp.expert_down_proj.weight"), {H, E * d}, H, E, d));
+    bank.down_stacked = true;
     bank.act = c.expert_act;
     if (c.expert_act == ExpertAct::kNormSilu || c.expert_act == ExpertAct::kNormSiluNoMean) {
       ASSIGN_OR_RETURN(bank.act_norm_weight, b.Vector(LayerName(i, "mlp.expert_act.rms_norm.weight"), {d}));
