@@ -72,6 +72,8 @@ struct RunResult {
   double moe_ms_per_step = 0;
   double attention_ms_per_step = 0;  // the attention blocks (projections included)
   double union_per_layer = 0;  // mean distinct active experts per MoE layer and step
+  double bandwidth = 0;          // bytes/s, measured just before this run
+  double roofline_fraction = 0;  // tokens_per_s / (bandwidth / bytes_per_token)
 };
 
 template <typename F>
@@ -111,7 +113,7 @@ int Main() {
   StepProbe probe;
   engine.set_observer(&probe);
   ThreadPool pool(opt.num_threads);
-  const double bandwidth = MeasureReadBandwidth(pool, int64_t{1} << 30, 5);
+  ReadBandwidthProbe bandwidth_probe(pool, int64_t{1} << 30);
 
   std::vector<std::vector<int32_t>> tables(batch), histories(batch);
   std::mt19937 rng(1234);
@@ -127,6 +129,8 @@ int Main() {
       h.assign(1, static_cast<int32_t>(engine.config().bos_token_id));
       for (int i = 1; i < prompt_len; ++i) h.push_back(static_cast<int32_t>(rng() % engine.vocab_size()));
     }
+    // The bandwidth of this moment, for this run's roofline (the VM's bandwidth drifts).
+    const double run_bandwidth = bandwidth_probe.Measure(3);
     probe.Reset();
     int64_t bytes = 0, tokens = 0;
     auto start = std::chrono::steady_clock::now();
@@ -166,16 +170,22 @@ int Main() {
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     if (run == 0) continue;
     const int64_t steps = pp ? 1 : new_tokens;
-    results.push_back({tokens / s, static_cast<double>(bytes) / tokens, 1e3 * probe.moe_seconds / steps,
+    const double bytes_per_token = static_cast<double>(bytes) / tokens;
+    results.push_back({tokens / s, bytes_per_token, 1e3 * probe.moe_seconds / steps,
                        1e3 * probe.attention_seconds / steps,
-                       probe.routings > 0 ? probe.union_sum / static_cast<double>(probe.routings) : 0.0});
+                       probe.routings > 0 ? probe.union_sum / static_cast<double>(probe.routings) : 0.0,
+                       run_bandwidth, (tokens / s) / (run_bandwidth / bytes_per_token)});
   }
   const RunResult median = Median(results, [](const RunResult& r) { return r.tokens_per_s; });
   const RunResult moe_median = Median(results, [](const RunResult& r) { return r.moe_ms_per_step; });
   const RunResult attention_median = Median(results, [](const RunResult& r) { return r.attention_ms_per_step; });
   double lo = results[0].tokens_per_s, hi = lo;
   for (const RunResult& r : results) lo = std::min(lo, r.tokens_per_s), hi = std::max(hi, r.tokens_per_s);
-  // Bandwidth-bound limit: bytes actually read per step at this batch / bandwidth.
+  // Bandwidth-bound limit: bytes actually read per step at this batch / bandwidth. Each run's
+  // fraction uses the bandwidth measured just before it; the median fraction is reported, with
+  // the median bandwidth and the roofline it gives.
+  const double bandwidth = Median(results, [](const RunResult& r) { return r.bandwidth; }).bandwidth;
+  const double fraction = Median(results, [](const RunResult& r) { return r.roofline_fraction; }).roofline_fraction;
   const double roofline = bandwidth / median.bytes_per_token;
   if (absl::GetFlag(FLAGS_json)) {
     std::printf(
@@ -187,7 +197,7 @@ int Main() {
         "\"runs_tokens_per_s\": [",
         opt.model_dir.c_str(), absl::GetFlag(FLAGS_dtype).c_str(), mode.c_str(), engine.num_threads(), prompt_len,
         new_tokens, batch, results.size(), opt.dense_experts ? "true" : "false", MatMulKernelName(), bandwidth / 1e9,
-        median.tokens_per_s, lo, hi, median.bytes_per_token, roofline, median.tokens_per_s / roofline,
+        median.tokens_per_s, lo, hi, median.bytes_per_token, roofline, fraction,
         moe_median.moe_ms_per_step, attention_median.attention_ms_per_step, median.union_per_layer);
     for (size_t i = 0; i < results.size(); ++i) std::printf("%s%.3f", i ? ", " : "", results[i].tokens_per_s);
     std::printf("]}\n");
@@ -196,12 +206,13 @@ int Main() {
   std::printf("model=%s dtype=%s mode=%s threads=%d prompt=%d new=%d batch=%d runs=%zu dense_experts=%d kernel=%s\n",
               opt.model_dir.c_str(), absl::GetFlag(FLAGS_dtype).c_str(), mode.c_str(), engine.num_threads(),
               prompt_len, new_tokens, batch, results.size(), opt.dense_experts ? 1 : 0, MatMulKernelName());
-  std::printf("read bandwidth (median of 5): %.2f GB/s\n", bandwidth / 1e9);
+  std::printf("read bandwidth (median over the runs, each measured just before its run): %.2f GB/s\n",
+              bandwidth / 1e9);
   std::printf("%s tokens/s: median %.2f (min %.2f, max %.2f)\n", pp ? "prompt" : "decode", median.tokens_per_s, lo,
               hi);
   std::printf("weight bytes per token: %.1f MB\n", median.bytes_per_token / 1e6);
-  std::printf("roofline (bandwidth / bytes): %.2f tokens/s -> fraction %.1f %%\n", roofline,
-              100.0 * median.tokens_per_s / roofline);
+  std::printf("roofline (bandwidth / bytes): %.2f tokens/s; fraction (median of the runs' own): %.1f %%\n",
+              roofline, 100.0 * fraction);
   std::printf("MoE layers: %.3f ms per step; expert union per MoE layer and step: %.2f\n", moe_median.moe_ms_per_step,
               median.union_per_layer);
   std::printf("attention blocks: %.3f ms per step\n", attention_median.attention_ms_per_step);

@@ -41,24 +41,28 @@ float Sum(const float* p, int64_t n) {
 
 }  // namespace
 
-double MeasureReadBandwidth(ThreadPool& pool, int64_t bytes, int passes) {
-  const int64_t n = bytes / sizeof(float) / 1024 * 1024;
-  float* buffer = static_cast<float*>(std::aligned_alloc(64, n * sizeof(float)));
-  pool.ParallelFor(n, [&](int64_t b, int64_t e) { std::fill(buffer + b, buffer + e, 1.0f); });
+ReadBandwidthProbe::ReadBandwidthProbe(ThreadPool& pool, int64_t bytes)
+    : pool_(pool), n_(bytes / static_cast<int64_t>(sizeof(float)) / 1024 * 1024) {
+  buffer_ = static_cast<float*>(std::aligned_alloc(64, n_ * sizeof(float)));
+  pool_.ParallelFor(n_, [&](int64_t b, int64_t e) { std::fill(buffer_ + b, buffer_ + e, 1.0f); });
+}
+
+ReadBandwidthProbe::~ReadBandwidthProbe() { std::free(buffer_); }
+
+double ReadBandwidthProbe::Measure(int passes) {
   std::vector<double> rates;
   volatile float sink = 0;
-  const int64_t chunks = pool.num_threads() * 64;  // aligned 32-float chunks per thread range
+  const int64_t chunks = pool_.num_threads() * 64;  // aligned 32-float chunks per thread range
   for (int p = 0; p < passes + 1; ++p) {
     const auto start = std::chrono::steady_clock::now();
     std::vector<float> partial(chunks, 0.0f);
-    pool.ParallelFor(chunks, [&](int64_t b, int64_t e) {
-      for (int64_t c = b; c < e; ++c) partial[c] = Sum(buffer + n / chunks * c, n / chunks);
+    pool_.ParallelFor(chunks, [&](int64_t b, int64_t e) {
+      for (int64_t c = b; c < e; ++c) partial[c] = Sum(buffer_ + n_ / chunks * c, n_ / chunks);
     });
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     for (float v : partial) sink = sink + v;
-    if (p > 0) rates.push_back(static_cast<double>(n) * sizeof(float) / s);  // first pass warms up
+    if (p > 0) rates.push_back(static_cast<double>(n_) * sizeof(float) / s);  // first pass warms up
   }
-  std::free(buffer);
   std::sort(rates.begin(), rates.end());
   return rates[rates.size() / 2];
 }

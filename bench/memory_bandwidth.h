@@ -9,8 +9,24 @@
 
 namespace moeserve {
 
-// Median bytes/second over `passes` full reads of a `bytes`-sized buffer (far above cache sizes).
-double MeasureReadBandwidth(ThreadPool& pool, int64_t bytes, int passes);
+// A buffer far above cache sizes, filled once, read in full by the pool's threads on each
+// Measure(): the median bytes/second over `passes` reads (after one warm-up read). Kept alive
+// across measurements so that a benchmark can pair each timed run with the bandwidth of that
+// moment (on a shared VM it drifts by a factor of two within minutes).
+class ReadBandwidthProbe {
+ public:
+  ReadBandwidthProbe(ThreadPool& pool, int64_t bytes);
+  ~ReadBandwidthProbe();
+  ReadBandwidthProbe(const ReadBandwidthProbe&) = delete;
+  ReadBandwidthProbe& operator=(const ReadBandwidthProbe&) = delete;
+
+  double Measure(int passes);
+
+ private:
+  ThreadPool& pool_;
+  int64_t n_;  // floats
+  float* buffer_;
+};
 
 }  // namespace moeserve
 

@@ -83,7 +83,9 @@ void Bf16Row(const void* w, int64_t n, const uint16_t* const* xs, int nt, float*
 
 // Rows [r, r + R) of the segmented dot. R accumulators are independent chains, so R = 16
 // hides vdpbf16ps's latency (4 rows would leave the unit waiting on each row's last result).
-template <int R>
+// kTail: len is not a multiple of 32. A separate instance, because the tail's code alone makes
+// the compiler keep the accumulators in memory across segments (twice the instructions).
+template <int R, bool kTail>
 void Bf16SegmentedRows(const void* const* w, const uint16_t* const* v, int segments, int64_t len, int64_t row_stride,
                        int64_t r, float* y, int64_t y_stride) {
   const int64_t nv = len - len % kPairLanes;
@@ -91,12 +93,17 @@ void Bf16SegmentedRows(const void* const* w, const uint16_t* const* v, int segme
   for (int k = 0; k < R; ++k) acc[k] = _mm512_setzero_ps();
   for (int s = 0; s < segments; ++s) {
     const uint16_t* ws = static_cast<const uint16_t*>(w[s]) + r * row_stride;
-    for (int64_t i = 0; i < len; i += kPairLanes) {
-      const bool tail = i >= nv;
-      const Pairs x = tail ? LoadPairsTail(v[s] + i, len - i) : LoadPairs(v[s] + i);
+    const uint16_t* vs = v[s];
+    for (int64_t i = 0; i < nv; i += kPairLanes) {
+      const Pairs x = LoadPairs(vs + i);
       const uint16_t* row = ws + i;  // stepped by row_stride: one register, not R row pointers
+      for (int k = 0; k < R; ++k, row += row_stride) acc[k] = _mm512_dpbf16_ps(acc[k], LoadPairs(row), x);
+    }
+    if (kTail) {
+      const Pairs x = LoadPairsTail(vs + nv, len - nv);
+      const uint16_t* row = ws + nv;
       for (int k = 0; k < R; ++k, row += row_stride) {
-        acc[k] = _mm512_dpbf16_ps(acc[k], tail ? LoadPairsTail(row, len - i) : LoadPairs(row), x);
+        acc[k] = _mm512_dpbf16_ps(acc[k], LoadPairsTail(row, len - nv), x);
       }
     }
   }
@@ -107,9 +114,22 @@ void Bf16SegmentedRows(const void* const* w, const uint16_t* const* v, int segme
 // time and the remainder one by one.
 void Bf16Segmented(const void* const* w, const uint16_t* const* v, int segments, int64_t len, int64_t row_stride,
                    int64_t r0, int64_t r1, float* y, int64_t y_stride) {
+  const bool tail = len % kPairLanes != 0;
   int64_t r = r0;
-  for (; r + 16 <= r1; r += 16) Bf16SegmentedRows<16>(w, v, segments, len, row_stride, r, y, y_stride);
-  for (; r < r1; ++r) Bf16SegmentedRows<1>(w, v, segments, len, row_stride, r, y, y_stride);
+  for (; r + 16 <= r1; r += 16) {
+    if (tail) {
+      Bf16SegmentedRows<16, true>(w, v, segments, len, row_stride, r, y, y_stride);
+    } else {
+      Bf16SegmentedRows<16, false>(w, v, segments, len, row_stride, r, y, y_stride);
+    }
+  }
+  for (; r < r1; ++r) {
+    if (tail) {
+      Bf16SegmentedRows<1, true>(w, v, segments, len, row_stride, r, y, y_stride);
+    } else {
+      Bf16SegmentedRows<1, false>(w, v, segments, len, row_stride, r, y, y_stride);
+    }
+  }
 }
 
 void ToBf16(const float* x, int64_t n, uint16_t* out) {
