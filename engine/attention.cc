@@ -9,13 +9,24 @@
 namespace moeserve {
 namespace {
 
-// out[s] = dot(keys[s * ld, :n], q) for s < slots.
-void ScoreSlots(const cpu::KernelSet& k, const float* keys, int64_t ld, int slots, int n, const float* q, float* out) {
-  const float* xs[1] = {q};
-  const int per_call = k.rows_per_call[1];
+// out[s] = dot(keys[s * ld, :n], q) for s < slots, keys of `key_size` bytes per element:
+// block(w, ld, n, xs, nt, out) and row(w, n, xs, nt, out) as in kernels.h, for query type Q.
+template <class Q, class Block, class Row>
+void ScoreSlots(int per_call, Block block, Row row, const void* keys, int64_t key_size, int64_t ld, int slots, int n,
+                const Q* q, float* out) {
+  const Q* xs[1] = {q};
+  const unsigned char* base = static_cast<const unsigned char*>(keys);
   int s = 0;
-  for (; s + per_call <= slots; s += per_call) k.block[cpu::kWeightF32](keys + s * ld, ld, n, xs, 1, out + s);
-  for (; s < slots; ++s) k.row[cpu::kWeightF32](keys + s * ld, n, xs, 1, out + s);
+  for (; s + per_call <= slots; s += per_call) block(base + s * ld * key_size, ld, n, xs, 1, out + s);
+  for (; s < slots; ++s) row(base + s * ld * key_size, n, xs, 1, out + s);
+}
+
+// out[i] += w · v[i], i < n.
+inline void AddScaled(float w, const float* v, int n, float* out) {
+  for (int i = 0; i < n; ++i) out[i] += w * v[i];
+}
+inline void AddScaled(float w, const uint16_t* v, int n, float* out) {
+  for (int i = 0; i < n; ++i) out[i] += w * Bf16ToF32(v[i]);
 }
 
 }  // namespace
@@ -51,11 +62,17 @@ void PagedAttention::Store(KvCache& cache, int layer, const std::vector<TokenPla
                            const float* k, const float* v) const {
   const int bs = cache.shape().block_size;
   const int64_t row = static_cast<int64_t>(shape_.num_kv_heads) * shape_.head_dim;
+  const bool bf16 = cache.shape().dtype == DType::kBF16;
   for (size_t t = 0; t < tokens.size(); ++t) {
     const int32_t pos = tokens[t].position;
     const int32_t block = tokens[t].block_table[pos / bs];
-    std::memcpy(cache.Key(layer, block, pos % bs), k + t * row, row * sizeof(float));
-    std::memcpy(cache.Value(layer, block, pos % bs), v + t * row, row * sizeof(float));
+    if (bf16) {
+      RoundToBf16(k + t * row, row, cache.KeyBf16(layer, block, pos % bs));
+      RoundToBf16(v + t * row, row, cache.ValueBf16(layer, block, pos % bs));
+    } else {
+      std::memcpy(cache.Key(layer, block, pos % bs), k + t * row, row * sizeof(float));
+      std::memcpy(cache.Value(layer, block, pos % bs), v + t * row, row * sizeof(float));
+    }
   }
 }
 
@@ -68,7 +85,13 @@ void PagedAttention::Attend(const KvCache& cache, int layer, const std::vector<T
   const cpu::KernelSet& kernels = ActiveKernels();
   const int64_t kv_row = static_cast<int64_t>(nkv) * hd;
   const int64_t T = static_cast<int64_t>(tokens.size());
+  // A bf16 cache: keys through the bf16-weight kernels, with the query rounded to bf16 where
+  // the kernel set multiplies bf16 by bf16 (as for bf16 weights); values widened as read.
+  const bool bf16 = cache.shape().dtype == DType::kBF16;
+  const bool bf16_query = bf16 && UsesBf16Activations(DType::kBF16);
+  const int64_t key_size = DTypeSize(cache.shape().dtype);
   scores_.resize(pool_->num_threads());
+  query_bf16_.resize(pool_->num_threads());
   // A work item is one token's KV heads [k0, k1) with their query heads. It walks the token's
   // cache block by block and reads each slot's rows for all its heads together, in address
   // order; all heads per item once the batch gives every thread a few items, fewer heads per
@@ -92,11 +115,28 @@ void PagedAttention::Attend(const KvCache& cache, int layer, const std::vector<T
       const float* qt = q + (t * nh + h0) * hd;
       // q·k with the matmul kernels: a block's slots are rows kv_row floats apart, so one call
       // scores several positions of one head.
+      std::vector<uint16_t>& q16 = query_bf16_[thread];
+      if (bf16_query) {
+        q16.resize(static_cast<size_t>(nq) * hd);
+        RoundToBf16(qt, int64_t{nq} * hd, q16.data());
+      }
+      const int per_call = kernels.rows_per_call[1];
       for (int32_t p0 = 0; p0 <= last; p0 += bs) {
         const int slots = std::min(bs, last + 1 - p0);
-        const float* keys = cache.Key(layer, table[p0 / bs], 0);
+        const int32_t block = table[p0 / bs];
         for (int j = 0; j < nq; ++j) {
-          ScoreSlots(kernels, keys + ((h0 + j) / group) * hd, kv_row, slots, hd, qt + j * hd, &scores[j * len + p0]);
+          const int64_t head = ((h0 + j) / group) * hd;
+          float* dst = &scores[j * len + p0];
+          if (bf16_query) {
+            ScoreSlots(per_call, kernels.bf16x.block, kernels.bf16x.row, cache.KeyBf16(layer, block, 0) + head,
+                       key_size, kv_row, slots, hd, q16.data() + j * hd, dst);
+          } else if (bf16) {
+            ScoreSlots(per_call, kernels.block[cpu::kWeightBf16], kernels.row[cpu::kWeightBf16],
+                       cache.KeyBf16(layer, block, 0) + head, key_size, kv_row, slots, hd, qt + j * hd, dst);
+          } else {
+            ScoreSlots(per_call, kernels.block[cpu::kWeightF32], kernels.row[cpu::kWeightF32],
+                       cache.Key(layer, block, 0) + head, key_size, kv_row, slots, hd, qt + j * hd, dst);
+          }
         }
       }
       for (int j = 0; j < nq; ++j) {
@@ -112,18 +152,23 @@ void PagedAttention::Attend(const KvCache& cache, int layer, const std::vector<T
       }
       float* o = out + (t * nh + h0) * hd;  // the item's heads are contiguous
       std::fill(o, o + static_cast<int64_t>(nq) * hd, 0.0f);
-      for (int32_t p0 = 0; p0 <= last; p0 += bs) {
-        const int slots = std::min(bs, last + 1 - p0);
-        const float* values = cache.Value(layer, table[p0 / bs], 0);
-        for (int slot = 0; slot < slots; ++slot) {
-          const float* row = values + slot * kv_row;
-          for (int j = 0; j < nq; ++j) {
-            const float* vp = row + ((h0 + j) / group) * hd;
-            const float w = scores[j * len + p0 + slot] * inv[j];
-            float* oh = o + j * hd;
-            for (int i = 0; i < hd; ++i) oh[i] += w * vp[i];
+      const auto accumulate_values = [&](auto values_of_block) {
+        for (int32_t p0 = 0; p0 <= last; p0 += bs) {
+          const int slots = std::min(bs, last + 1 - p0);
+          const auto* values = values_of_block(table[p0 / bs]);
+          for (int slot = 0; slot < slots; ++slot) {
+            const auto* row = values + slot * kv_row;
+            for (int j = 0; j < nq; ++j) {
+              const float w = scores[j * len + p0 + slot] * inv[j];
+              AddScaled(w, row + ((h0 + j) / group) * hd, hd, o + j * hd);
+            }
           }
         }
+      };
+      if (bf16) {
+        accumulate_values([&](int32_t block) { return cache.ValueBf16(layer, block, 0); });
+      } else {
+        accumulate_values([&](int32_t block) { return cache.Value(layer, block, 0); });
       }
     }
   });

@@ -52,6 +52,7 @@ class PagedAttention {
   ThreadPool* pool_;
   AttentionShape shape_;
   std::vector<std::vector<float>> scores_;  // per-thread scratch
+  std::vector<std::vector<uint16_t>> query_bf16_;  // per-thread: the item's queries in bf16
 };
 
 }  // namespace moeserve

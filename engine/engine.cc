@@ -79,8 +79,16 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   kv.head_dim = static_cast<int>(c.head_dim);
   kv.block_size = options.kv_block_size;
   kv.num_blocks = options.kv_num_blocks;
+  kv.dtype = options.kv_dtype.value_or(DefaultKvDType(options.backend == Backend::kCuda, options.compute_dtype));
   if (kv.block_size < 1 || kv.num_blocks < 1) {
     return absl::InvalidArgumentError("KV cache needs block_size >= 1 and at least one block");
+  }
+  if (kv.dtype != DType::kF32 && kv.dtype != DType::kBF16) {
+    return absl::InvalidArgumentError(absl::StrCat("model.kv_dtype: ", ComputeDTypeName(kv.dtype),
+                                                   " is not a KV cache type (f32 or bf16)"));
+  }
+  if (options.backend == Backend::kCuda && kv.dtype != DType::kBF16) {
+    return absl::InvalidArgumentError("model.kv_dtype: the cuda backend keeps its KV cache in bf16");
   }
   e->kv_shape_ = kv;
   if (options.backend == Backend::kCuda) {

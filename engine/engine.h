@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -40,6 +41,7 @@ struct EngineOptions {
   int num_threads = 0;         // 0 = all hardware threads
   int kv_block_size = 16;
   int64_t kv_num_blocks = 0;   // KV cache capacity in blocks
+  std::optional<DType> kv_dtype;  // kF32 or kBF16; unset: DefaultKvDType (kv_cache.h)
   bool dense_experts = false;  // debug: evaluate every expert (zero weight when not routed)
 };
 

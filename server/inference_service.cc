@@ -133,6 +133,7 @@ grpc::ServerUnaryReactor* InferenceService::GetModelInfo(grpc::CallbackServerCon
   info->set_kv_blocks_total(static_cast<uint32_t>(s.kv_blocks_total));
   info->set_kv_blocks_free(static_cast<uint32_t>(s.kv_blocks_free));
   info->set_kv_block_size(static_cast<uint32_t>(engine_->kv_shape().block_size));
+  info->set_kv_dtype(std::string(ComputeDTypeName(engine_->kv_shape().dtype)));
   info->set_num_requests_running(s.running);
   info->set_num_requests_waiting(s.waiting);
   auto* reactor = context->DefaultReactor();

@@ -69,6 +69,7 @@ absl::StatusOr<std::unique_ptr<ModelServer>> ModelServer::Start(const ServerConf
   shape.num_kv_heads = static_cast<int>(model_config.num_kv_groups.value);
   shape.head_dim = static_cast<int>(model_config.head_dim);
   shape.block_size = config.scheduler.kv_block_size;
+  shape.dtype = config.model.kv_dtype.value_or(DefaultKvDType(config.model.backend == "cuda", config.model.dtype));
   EngineOptions options;
   options.model_dir = config.model.path;
   options.compute_dtype = config.model.dtype;
@@ -77,6 +78,7 @@ absl::StatusOr<std::unique_ptr<ModelServer>> ModelServer::Start(const ServerConf
   options.dense_experts = config.model.dense_experts;
   options.kv_block_size = config.scheduler.kv_block_size;
   options.kv_num_blocks = KvBlocksFor(config.scheduler, shape);
+  options.kv_dtype = shape.dtype;
   ASSIGN_OR_RETURN(s->engine_, Engine::Create(options));
   for (const std::string& w : s->engine_->config().warnings) std::cerr << "warning: " << w << "\n";
 

@@ -83,7 +83,7 @@ std::function<std::string(const int64_t&)> AtLeast64(int64_t lo) {
 absl::Status Apply(const YAML::Node& root, const std::string& label, ServerConfig& c) {
   if (!root.IsDefined() || root.IsNull()) return absl::OkStatus();
   if (!root.IsMap()) return absl::InvalidArgumentError(absl::StrCat(label, ": top level must be a mapping"));
-  std::string dtype_name;
+  std::string dtype_name, kv_dtype_name;
   const std::map<std::string, std::map<std::string, KeyReader>> sections = {
       {"server",
        {{"listen", Field(&c.server.listen, label)},
@@ -108,8 +108,12 @@ absl::Status Apply(const YAML::Node& root, const std::string& label, ServerConfi
        {{"path", Field(&c.model.path, label)},
         {"dtype", Field(&dtype_name, label,
                         std::function<std::string(const std::string&)>([](const std::string& v) {
-                          return ParseComputeDType(v).ok() ? "" : "must be f32 or bf16";
+                          return ParseComputeDType(v).ok() ? "" : "must be f32, bf16, f16 or int8";
                         }))},
+        {"kv_dtype", Field(&kv_dtype_name, label,
+                           std::function<std::string(const std::string&)>([](const std::string& v) {
+                             return v == "auto" || v == "f32" || v == "bf16" ? "" : "must be auto, f32 or bf16";
+                           }))},
         {"backend", Field(&c.model.backend, label,
                           std::function<std::string(const std::string&)>([](const std::string& v) {
                             if (v == "cpu") return "";
@@ -145,6 +149,8 @@ absl::Status Apply(const YAML::Node& root, const std::string& label, ServerConfi
     RETURN_IF_ERROR(ReadSection(kv.second, name, label, it->second));
   }
   if (!dtype_name.empty()) c.model.dtype = *ParseComputeDType(dtype_name);
+  if (kv_dtype_name == "auto") c.model.kv_dtype.reset();
+  if (kv_dtype_name == "f32" || kv_dtype_name == "bf16") c.model.kv_dtype = *ParseComputeDType(kv_dtype_name);
   return absl::OkStatus();
 }
 

@@ -5,6 +5,7 @@
 #define MOESERVE_SERVER_SERVER_CONFIG_H_
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -43,6 +44,7 @@ struct ServerSection {
 struct ModelSection {
   std::string path;
   DType dtype = DType::kBF16;
+  std::optional<DType> kv_dtype;  // "auto" (unset): DefaultKvDType in engine/kv_cache.h
   std::string backend = "cpu";
   int threads = 0;
   bool dense_experts = false;

@@ -56,7 +56,7 @@ DECO_SHAPES = {  # layers, hidden, heads (= KV groups), dense FFN, E, d
     "0.5B": (27, 1280, 10, 3360, 77, 64), "1.2B": (32, 1792, 14, 4480, 102, 64),
 }
 DTYPES = ("f32", "bf16", "f16", "int8")
-KV_BYTES = {"f32": 4, "bf16": 2, "f16": 2, "int8": 1}  # moeserve's KV cache is f32 today
+KV_BYTES = {"f32": 4, "bf16": 2, "f16": 2, "int8": 1}  # moeserve: bf16, or f32 for f32 compute (model.kv_dtype)
 DECO_DEFAULT_ACTIVATION = 0.2   # router_target_act_ratio of DECO's training (spec §5)
 SOFTMOE_AE_FACTOR = 1.15        # Infer-AE ~ 1.15 k_l without a measurement (our rough factor)
 
@@ -604,7 +604,8 @@ def main(argv=None):
     ap.add_argument("--ctx", type=int, help="context length (default: the model's max positions, or 4096)")
     ap.add_argument("--batch", type=int,
                     help="mode 1: batch for weights/step (default 8); mode 2: sequences in KV (default 1)")
-    ap.add_argument("--kv-dtype", choices=sorted(KV_BYTES), default="f32", help="KV cache dtype (moeserve: f32)")
+    ap.add_argument("--kv-dtype", choices=sorted(KV_BYTES), default="bf16",
+                    help="KV cache dtype (moeserve's default for bf16/f16/int8 compute: bf16; f32 compute: f32)")
     ap.add_argument("--dtype", choices=("all",) + DTYPES, default="all", help="mode 1: weight dtype(s) to report")
     ap.add_argument("--activation", type=float, help="mode 1: fraction of routed expert weights read per token")
     ap.add_argument("--infer-ae", help="mode 1, SoftMoE: measured mean active experts (one value or one per layer)")

@@ -24,6 +24,35 @@ TEST(Lifecycle, ModelInfoNamesTheComputeDtypeAndBackend) {
   }
 }
 
+// A bf16 KV cache takes half the bytes per block, so the same memory budget holds twice the
+// blocks; auto picks bf16 for bf16 compute. A bad value is refused naming the key.
+TEST(Lifecycle, Bf16KvCacheHoldsTwiceTheBlocksOfF32) {
+  const char* backend = std::getenv("MOESERVE_TEST_BACKEND");
+  if (backend != nullptr && std::string(backend) == "cuda") GTEST_SKIP() << "the cuda backend's KV cache is bf16 only";
+  TestServer f32({"scheduler.kv_memory_mb=4", "model.kv_dtype=f32"});
+  TestServer bf16({"scheduler.kv_memory_mb=4", "model.kv_dtype=bf16"});
+  TestServer automatic({"scheduler.kv_memory_mb=4", "model.dtype=bf16"});
+  const int64_t f32_blocks = f32.Info().kv_blocks_total();
+  ASSERT_GT(f32_blocks, 0);
+  EXPECT_GE(bf16.Info().kv_blocks_total(), 2 * f32_blocks);  // floor(2M/B) is 2·floor(M/B) or one more
+  EXPECT_LE(bf16.Info().kv_blocks_total(), 2 * f32_blocks + 1);
+  EXPECT_EQ(automatic.Info().kv_blocks_total(), bf16.Info().kv_blocks_total());
+  EXPECT_EQ(f32.Info().kv_dtype(), "f32");
+  EXPECT_EQ(bf16.Info().kv_dtype(), "bf16");
+  EXPECT_EQ(automatic.Info().kv_dtype(), "bf16");
+  // Both cache types serve.
+  const int vocab = static_cast<int>(f32.Info().vocab_size());
+  for (TestServer* server : {&f32, &bf16}) {
+    const GenerateResult r = Generate(server->stub(), TokenRequest(RandomPrompt(20, vocab, 9), 8));
+    EXPECT_TRUE(r.status.ok()) << r.status.error_message();
+    EXPECT_EQ(r.tokens.size(), 8u);
+  }
+  const auto bad = ParseServerConfig("", "test", {"model.kv_dtype=fp8"});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("model.kv_dtype"), absl::string_view::npos) << bad.status().message();
+  EXPECT_NE(bad.status().message().find("auto, f32 or bf16"), absl::string_view::npos) << bad.status().message();
+}
+
 TEST(Lifecycle, ClientCancelFreesBlocks) {
   TestServer server({"scheduler.debug_step_delay_ms=5"});
   const int vocab = static_cast<int>(server.Info().vocab_size());

@@ -62,8 +62,10 @@ class PublishedSizes(unittest.TestCase):
 
     def test_kv_bytes_per_token(self):
         # 2 (K and V) x layers x KV groups x head dim x bytes.
-        self.assertEqual(plan("--shape", "0.5B")["kv_bytes_per_token"], 2 * 27 * 10 * 128 * 4)
+        self.assertEqual(plan("--shape", "0.5B", "--kv-dtype", "f32")["kv_bytes_per_token"], 2 * 27 * 10 * 128 * 4)
         self.assertEqual(plan("--shape", "1.2B", "--kv-dtype", "bf16")["kv_bytes_per_token"], 2 * 32 * 14 * 128 * 2)
+        # The default is moeserve's KV type for bf16 compute.
+        self.assertEqual(plan("--shape", "1.2B")["kv_bytes_per_token"], 2 * 32 * 14 * 128 * 2)
 
     def test_kv_capacity_in_memory_left(self):
         r = plan("--shape", "0.1B", "--mem", "8", "--reserve", "1", "--workspace", "0.5", "--ctx", "2048")
