@@ -198,6 +198,7 @@ void ServingMetrics::BuildSeries(const ServerConfig& config, const Engine& engin
             {"num_experts", std::to_string(mc.num_experts)},
             {"expert_width", std::to_string(mc.expert_width)},
             {"dtype", std::string(ComputeDTypeName(engine.weights().compute_dtype))},
+            {"kv_dtype", std::string(ComputeDTypeName(engine.kv_shape().dtype))},
             {"backend", config.model.backend}})
       .Set(1);
   prometheus::BuildGauge()
