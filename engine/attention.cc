@@ -113,7 +113,7 @@ void PagedAttention::Attend(const KvCache& cache, int layer, const std::vector<T
       float* scores = scratch.data();     // [nq][len]
       float* inv = scores + nq * len;     // [nq]: 1 / Σ exp
       const float* qt = q + (t * nh + h0) * hd;
-      // q·k with the matmul kernels: a block's slots are rows kv_row floats apart, so one call
+      // q·k with the matmul kernels: a block's slots are rows kv_row elements apart, so one call
       // scores several positions of one head.
       std::vector<uint16_t>& q16 = query_bf16_[thread];
       if (bf16_query) {

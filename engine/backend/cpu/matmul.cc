@@ -168,7 +168,7 @@ void MatMulRows(const WeightMatrix& m, const float* x, int64_t x_stride, int64_t
                 int64_t r0, int64_t r1, bool accumulate) {
   const cpu::KernelSet& k = ActiveKernels();
   const cpu::WeightKind kind = KindOf(m.dtype);
-  if (kind == cpu::kWeightBf16 && k.bf16x.block != nullptr) {
+  if (UsesBf16Activations(m.dtype)) {
     std::vector<uint16_t>& xb = Bf16Scratch();
     if (static_cast<int64_t>(xb.size()) < num_tokens * m.cols) xb.resize(num_tokens * m.cols);
     for (int64_t t = 0; t < num_tokens; ++t) RoundToBf16(x + t * x_stride, m.cols, xb.data() + t * m.cols);
