@@ -18,7 +18,14 @@ namespace moeserve {
 
 class ExpertExecutor {
  public:
+  // How the down projection walks the batch. Both give the same bits; kAuto takes expert-major
+  // where experts are shared by two or more tokens on average and the kernels have it.
+  enum class DownOrder { kAuto, kPerToken, kExpertMajor };
+
   explicit ExpertExecutor(ThreadPool* pool) : pool_(pool) {}
+
+  // For tests and benchmarks (kExpertMajor still falls back where the kernels lack it).
+  void set_down_order(DownOrder order) { down_order_ = order; }
 
   // y[t, :] += Σ_{entries of t} weight · Expert_e(m[t, :]). m and y are [tokens, H].
   void Run(const ExpertBank& bank, const float* m, int64_t num_tokens, const Routing& routing, float* y);
@@ -30,6 +37,7 @@ class ExpertExecutor {
   void UpAndActivate(const ExpertBank& bank, const float* m, int e, int thread_slot);
 
   ThreadPool* pool_;
+  DownOrder down_order_ = DownOrder::kAuto;
   // Workspaces, grown on demand and then reused.
   std::vector<int32_t> expert_offsets_;  // [E + 1] into the grouped entries
   std::vector<int32_t> entry_token_;     // grouped by expert
@@ -43,6 +51,9 @@ class ExpertExecutor {
   std::vector<float> hidden_;            // [entries, d] scaled activations
   std::vector<uint16_t> hidden_bf16_;    // the same rounded to bf16 (bf16 × bf16 kernels only)
   std::vector<const uint16_t*> segment_vec_bf16_;  // per routing entry, into hidden_bf16_
+  std::vector<const void*> grouped_base_;          // per active expert: its down slice
+  std::vector<int32_t> grouped_begin_;             // per active expert: its first grouped entry
+  std::vector<const uint16_t*> grouped_vec_;       // per grouped entry, into hidden_bf16_
   struct ThreadBuffers {
     std::vector<float> x, u, z;  // gathered inputs [n, H]; up and gate outputs [n, d]
   };

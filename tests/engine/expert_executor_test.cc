@@ -1,5 +1,6 @@
 // The routed MoE layer gives a token the same bits alone and inside a batch whose tokens share
-// experts (grouped up-projections, row-tiled down projection, threads splitting the work).
+// experts (grouped up-projections, row-tiled down projection per token or expert-major,
+// threads splitting the work).
 #include "engine/moe/expert_executor.h"
 
 #include <gtest/gtest.h>
@@ -17,7 +18,7 @@ namespace moeserve {
 namespace {
 
 constexpr int kExperts = 8;
-constexpr int64_t kWidth = 16, kHidden = 40;  // 40 rows: tiles of 16 and 32 both leave a partial one
+constexpr int64_t kHidden = 40;  // 40 rows: tiles of 16 and 32 both leave a partial one
 
 struct Bank {
   std::vector<float> up_f32, down_f32;
@@ -25,11 +26,12 @@ struct Bank {
   ExpertBank bank;
 };
 
-Bank MakeBank(DType dtype, bool with_down_bias, std::mt19937& rng) {
+// Width 16 has no expert-major kernel (the executor falls back); 64 has one under AVX-512-BF16.
+Bank MakeBank(DType dtype, int64_t width, bool with_down_bias, std::mt19937& rng) {
   std::normal_distribution<float> normal(0.0f, 0.3f);
   Bank b;
-  b.up_f32.resize(kExperts * kWidth * kHidden);
-  b.down_f32.resize(kHidden * kExperts * kWidth);
+  b.up_f32.resize(kExperts * width * kHidden);
+  b.down_f32.resize(kHidden * kExperts * width);
   for (float& v : b.up_f32) v = normal(rng);
   for (float& v : b.down_f32) v = normal(rng);
   const void* up = b.up_f32.data();
@@ -42,12 +44,12 @@ Bank MakeBank(DType dtype, bool with_down_bias, std::mt19937& rng) {
   }
   ExpertBank& e = b.bank;
   e.num_experts = kExperts;
-  e.width = kWidth;
+  e.width = width;
   e.hidden = kHidden;
-  e.up = WeightMatrix{dtype, kExperts * kWidth, kHidden, kHidden, up, nullptr};
-  e.down = WeightMatrix{dtype, kHidden, kExperts * kWidth, kExperts * kWidth, down, nullptr};
+  e.up = WeightMatrix{dtype, kExperts * width, kHidden, kHidden, up, nullptr};
+  e.down = WeightMatrix{dtype, kHidden, kExperts * width, kExperts * width, down, nullptr};
   e.act = ExpertAct::kNormSilu;
-  e.act_norm_weight.assign(kWidth, 1.1f);
+  e.act_norm_weight.assign(width, 1.1f);
   e.mean_vector.resize(kHidden);
   for (float& v : e.mean_vector) v = normal(rng) * 0.1f;
   if (with_down_bias) {
@@ -77,36 +79,44 @@ TEST(ExpertExecutorTest, TokenAloneAndInABatchGiveTheSameBits) {
   std::mt19937 rng(3);
   std::normal_distribution<float> normal(0.0f, 1.0f);
   ThreadPool pool(2);
+  using Order = ExpertExecutor::DownOrder;
   for (DType dtype : {DType::kF32, DType::kBF16}) {
-    for (bool bias : {false, true}) {
-      const Bank b = MakeBank(dtype, bias, rng);
-      constexpr int kTokens = 12;
-      std::vector<int> all(kTokens);
-      for (int t = 0; t < kTokens; ++t) all[t] = t;
-      std::vector<float> m(kTokens * kHidden), residual(kTokens * kHidden);
-      for (float& v : m) v = normal(rng);
-      for (float& v : residual) v = normal(rng);
+    for (int64_t width : {16, 64}) {
+      for (bool bias : {false, true}) {
+        for (Order order : {Order::kAuto, Order::kPerToken, Order::kExpertMajor}) {
+          const Bank b = MakeBank(dtype, width, bias, rng);
+          constexpr int kTokens = 12;
+          std::vector<int> all(kTokens);
+          for (int t = 0; t < kTokens; ++t) all[t] = t;
+          std::vector<float> m(kTokens * kHidden), residual(kTokens * kHidden);
+          for (float& v : m) v = normal(rng);
+          for (float& v : residual) v = normal(rng);
 
-      const Routing batch_routing = RouteTokens(all);
-      ASSERT_GE(batch_routing.experts.size(), 2u * kExperts) << "experts must be shared by several tokens";
-      ExpertExecutor batch_executor(&pool);
-      std::vector<float> batched = residual;
-      batch_executor.Run(b.bank, m.data(), kTokens, batch_routing, batched.data());
+          const Routing batch_routing = RouteTokens(all);
+          ASSERT_GE(batch_routing.experts.size(), 2u * kExperts) << "experts must be shared by several tokens";
+          ExpertExecutor batch_executor(&pool);
+          batch_executor.set_down_order(order);
+          std::vector<float> batched = residual;
+          batch_executor.Run(b.bank, m.data(), kTokens, batch_routing, batched.data());
 
-      ExpertExecutor single_executor(&pool);
-      for (int t = 0; t < kTokens; ++t) {
-        const Routing alone = RouteTokens({t});
-        std::vector<float> y(residual.begin() + t * kHidden, residual.begin() + (t + 1) * kHidden);
-        single_executor.Run(b.bank, &m[t * kHidden], 1, alone, y.data());
-        bool changed = false;
-        for (int64_t r = 0; r < kHidden; ++r) {
-          changed |= y[r] != residual[t * kHidden + r];
-          EXPECT_EQ(std::memcmp(&y[r], &batched[t * kHidden + r], sizeof(float)), 0)
-              << DTypeName(dtype) << (bias ? " with down bias" : "") << " token " << t << " row " << r << ": "
-              << y[r] << " alone vs " << batched[t * kHidden + r] << " in the batch";
-        }
-        if (!alone.experts.empty()) {
-          EXPECT_TRUE(changed) << "token " << t << " got no expert output";
+          ExpertExecutor single_executor(&pool);
+          single_executor.set_down_order(Order::kPerToken);
+          for (int t = 0; t < kTokens; ++t) {
+            const Routing alone = RouteTokens({t});
+            std::vector<float> y(residual.begin() + t * kHidden, residual.begin() + (t + 1) * kHidden);
+            single_executor.Run(b.bank, &m[t * kHidden], 1, alone, y.data());
+            bool changed = false;
+            for (int64_t r = 0; r < kHidden; ++r) {
+              changed |= y[r] != residual[t * kHidden + r];
+              EXPECT_EQ(std::memcmp(&y[r], &batched[t * kHidden + r], sizeof(float)), 0)
+                  << DTypeName(dtype) << " width " << width << (bias ? " with down bias" : "") << " order "
+                  << static_cast<int>(order) << " token " << t << " row " << r << ": " << y[r] << " alone vs "
+                  << batched[t * kHidden + r] << " in the batch";
+            }
+            if (!alone.experts.empty()) {
+              EXPECT_TRUE(changed) << "token " << t << " got no expert output";
+            }
+          }
         }
       }
     }

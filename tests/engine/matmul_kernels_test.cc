@@ -1,6 +1,7 @@
 // The CPU matrix kernels: every compiled kernel set the CPU can run, every weight type,
 // against a float64 reference; a token's result independent of the batch it is in; the f16
 // and int8 conversions.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -163,6 +164,75 @@ TEST(MatMulKernels, Bf16ActivationKernelsMatchFloat64OnRoundedActivations) {
     }
   }
   if (sets_checked == 0) GTEST_SKIP() << "no kernel set with bf16 x bf16 kernels runs on this CPU";
+}
+
+// The expert-major down projection of a batch against the per-token segmented kernel: the same
+// bits for every token (the engine picks either by batch shape), on row ranges that leave
+// partial tiles and row groups, with a token that has no entries; lengths without a kernel
+// are declined and leave y alone.
+TEST(MatMulKernels, GroupedRowDotsMatchSegmentedBitForBit) {
+  if (ActiveKernels().bf16x.grouped == nullptr) GTEST_SKIP() << "the active kernel set has no grouped kernel";
+  std::mt19937 rng(17);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  constexpr int kExperts = 5, kTokens = 7;
+  constexpr int64_t kRows = 45;
+  for (int64_t len : {16, 32, 64, 96, 128}) {
+    // Expert-major down blocks [E·rows, len] in one matrix: expert e's row r at (e·rows + r)·len.
+    const TestMatrix m = MakeMatrix(DType::kBF16, kExperts * kRows, len, rng);
+    std::vector<std::vector<int>> token_experts(kTokens);
+    for (int t = 0; t < kTokens; ++t) {
+      for (int e = 0; e < kExperts; ++e) {
+        if (t != 3 && ((t * 7 + e * 3) % 5 < 3 || e == t % kExperts)) token_experts[t].push_back(e);
+      }
+    }
+    ASSERT_TRUE(token_experts[3].empty());
+    // Grouped form: entries by expert, tokens ascending within; routing CSR offsets per token.
+    std::vector<int32_t> token_offsets = {0}, entry_begin, entry_tokens;
+    std::vector<std::vector<uint16_t>> vec_storage;
+    std::vector<const uint16_t*> vecs;
+    std::vector<const void*> bases;
+    std::vector<std::vector<const uint16_t*>> token_vecs(kTokens);
+    std::vector<std::vector<const void*>> token_bases(kTokens);
+    for (int t = 0; t < kTokens; ++t) token_offsets.push_back(token_offsets.back() + token_experts[t].size());
+    vec_storage.reserve(kTokens * kExperts);
+    for (int e = 0; e < kExperts; ++e) {
+      entry_begin.push_back(static_cast<int32_t>(entry_tokens.size()));
+      bases.push_back(m.bytes.data() + e * kRows * len * 2);
+      for (int t = 0; t < kTokens; ++t) {
+        if (std::find(token_experts[t].begin(), token_experts[t].end(), e) == token_experts[t].end()) continue;
+        std::vector<uint16_t> v(len);
+        for (uint16_t& b : v) b = F32ToBf16(normal(rng));
+        vec_storage.push_back(std::move(v));
+        entry_tokens.push_back(t);
+        vecs.push_back(vec_storage.back().data());
+        token_vecs[t].push_back(vecs.back());
+        token_bases[t].push_back(bases.back());
+      }
+    }
+    entry_begin.push_back(static_cast<int32_t>(entry_tokens.size()));
+    for (auto [r0, r1] : {std::pair<int64_t, int64_t>{0, kRows}, {3, 40}, {17, 18}}) {
+      std::vector<float> grouped(kTokens * kRows), segmented(kTokens * kRows);
+      for (size_t i = 0; i < grouped.size(); ++i) grouped[i] = segmented[i] = normal(rng);
+      grouped[3 * kRows + r0] = segmented[3 * kRows + r0] = -0.0f;  // a token without entries keeps even its sign
+      const std::vector<float> before = grouped;
+      const bool done = GroupedRowDotsBf16(bases.data(), entry_begin.data(), kExperts, entry_tokens.data(), vecs.data(),
+                                           token_offsets.data(), kTokens, len, len, grouped.data(), kRows, r0, r1);
+      const std::string where =
+          "len=" + std::to_string(len) + " rows [" + std::to_string(r0) + ", " + std::to_string(r1) + ")";
+      if (len % 32 != 0 || len == 96) {
+        EXPECT_FALSE(done) << where;
+        EXPECT_EQ(std::memcmp(grouped.data(), before.data(), grouped.size() * 4), 0) << where;
+        continue;
+      }
+      ASSERT_TRUE(done) << where;
+      for (int t = 0; t < kTokens; ++t) {
+        SegmentedRowDotsBf16(token_bases[t].data(), token_vecs[t].data(), static_cast<int>(token_vecs[t].size()), len,
+                             len, &segmented[t * kRows], 1, r0, r1);
+      }
+      EXPECT_EQ(std::memcmp(grouped.data(), segmented.data(), grouped.size() * 4), 0) << where;
+      EXPECT_NE(std::memcmp(grouped.data(), before.data(), grouped.size() * 4), 0) << where;
+    }
+  }
 }
 
 TEST(MatMulKernels, TokenResultDoesNotDependOnTheBatch) {

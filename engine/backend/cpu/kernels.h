@@ -45,13 +45,29 @@ using Bf16SegmentedDotFn = void (*)(const void* const* w, const uint16_t* const*
                                     int64_t row_stride, int64_t r0, int64_t r1, float* y, int64_t y_stride);
 // out[i] = the bf16 (round to nearest even) of x[i], i < n.
 using ToBf16Fn = void (*)(const float* x, int64_t n, uint16_t* out);
+// The segmented dot of a whole batch, taken expert-major: experts a < num_experts in ascending
+// order, expert a's rows at bases[a] (row r `r * row_stride` elements on), its entries
+// [entry_begin[a], entry_begin[a + 1]) each a token (entry_tokens) and a vector (vecs). For rows
+// r in [r0, r1) and every token t with entries (token_offsets[t + 1] > token_offsets[t]):
+//   y[t * y_token_stride + r] += Σ over t's entries, in expert order, of dot(W_a[row r, :len], vec).
+// Bit for bit what the segmented kernel gives each token over its own entries in that order.
+// A block of an expert's rows is loaded once for all its tokens. Rows go in tiles of
+// `tile_rows`; `acc` is 64-byte aligned scratch of num_tokens · tile_rows · 16 floats (one
+// fp32 lane accumulator per token and row of a tile). Returns false, doing nothing, for a
+// `len` it has no kernel for.
+using Bf16GroupedDotFn = bool (*)(const void* const* bases, const int32_t* entry_begin, int num_experts,
+                                  const int32_t* entry_tokens, const uint16_t* const* vecs,
+                                  const int32_t* token_offsets, int num_tokens, int64_t len, int64_t row_stride,
+                                  int64_t r0, int64_t r1, float* y, int64_t y_token_stride, int64_t tile_rows,
+                                  float* acc);
 
-// Bf16 × bf16 kernels; a set without them has all four null.
+// Bf16 × bf16 kernels; a set without them has all of them null.
 struct Bf16ActivationKernels {
   Bf16DotBlockFn block = nullptr;
   Bf16DotRowFn row = nullptr;
   Bf16SegmentedDotFn segmented = nullptr;
   ToBf16Fn to_bf16 = nullptr;
+  Bf16GroupedDotFn grouped = nullptr;
 };
 
 struct KernelSet {

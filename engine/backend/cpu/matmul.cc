@@ -191,6 +191,25 @@ void SegmentedRowDotsBf16(const void* const* bases, const uint16_t* const* vecs,
   ActiveKernels().bf16x.segmented(bases, vecs, segments, len, row_stride, r0, r1, y, y_stride);
 }
 
+bool GroupedRowDotsBf16(const void* const* bases, const int32_t* entry_begin, int num_experts,
+                        const int32_t* entry_tokens, const uint16_t* const* vecs, const int32_t* token_offsets,
+                        int num_tokens, int64_t len, int64_t row_stride, float* y, int64_t y_token_stride, int64_t r0,
+                        int64_t r1) {
+  const cpu::Bf16GroupedDotFn grouped = ActiveKernels().bf16x.grouped;
+  if (grouped == nullptr) return false;
+  if (num_tokens == 0 || r0 >= r1) return true;
+  // A tile's accumulators (64 bytes per token and row) within ~32 KiB, so in L1; at least 16
+  // rows, at most 64 (longer runs of an expert's rows stream better).
+  const int64_t tile_rows = std::clamp<int64_t>(32 * 1024 / 64 / num_tokens, 16, 64);
+  thread_local std::vector<float> scratch;
+  const size_t need = static_cast<size_t>(num_tokens * tile_rows * 16 + 16);
+  if (scratch.size() < need) scratch.resize(need);
+  const uintptr_t at = reinterpret_cast<uintptr_t>(scratch.data());
+  float* acc = scratch.data() + ((64 - at % 64) % 64) / sizeof(float);
+  return grouped(bases, entry_begin, num_experts, entry_tokens, vecs, token_offsets, num_tokens, len, row_stride, r0,
+                 r1, y, y_token_stride, tile_rows, acc);
+}
+
 void SegmentedRowDots(DType dtype, const void* const* bases, const float* const* scales, const float* const* vecs,
                       int segments, int64_t len, int64_t row_stride, float* y, int64_t y_stride, int64_t r0,
                       int64_t r1) {
