@@ -21,14 +21,6 @@ void ScoreSlots(int per_call, Block block, Row row, const void* keys, int64_t ke
   for (; s < slots; ++s) row(base + s * ld * key_size, n, xs, 1, out + s);
 }
 
-// out[i] += w · v[i], i < n.
-inline void AddScaled(float w, const float* v, int n, float* out) {
-  for (int i = 0; i < n; ++i) out[i] += w * v[i];
-}
-inline void AddScaled(float w, const uint16_t* v, int n, float* out) {
-  for (int i = 0; i < n; ++i) out[i] += w * Bf16ToF32(v[i]);
-}
-
 }  // namespace
 
 RopeTable::RopeTable(int64_t max_positions, int head_dim, double theta) : half_(head_dim / 2) {
@@ -152,23 +144,23 @@ void PagedAttention::Attend(const KvCache& cache, int layer, const std::vector<T
       }
       float* o = out + (t * nh + h0) * hd;  // the item's heads are contiguous
       std::fill(o, o + static_cast<int64_t>(nq) * hd, 0.0f);
-      const auto accumulate_values = [&](auto values_of_block) {
-        for (int32_t p0 = 0; p0 <= last; p0 += bs) {
-          const int slots = std::min(bs, last + 1 - p0);
-          const auto* values = values_of_block(table[p0 / bs]);
-          for (int slot = 0; slot < slots; ++slot) {
-            const auto* row = values + slot * kv_row;
-            for (int j = 0; j < nq; ++j) {
-              const float w = scores[j * len + p0 + slot] * inv[j];
-              AddScaled(w, row + ((h0 + j) / group) * hd, hd, o + j * hd);
-            }
-          }
+      for (int j = 0; j < nq; ++j) {
+        float* p = scores + j * len;
+        for (int64_t i = 0; i < len; ++i) p[i] *= inv[j];
+      }
+      // Σ_p prob_p · v_p per head, block by block, positions ascending (the kernel keeps a
+      // head's output in registers across a block's slots).
+      const cpu::WeightedRowsFn weighted = kernels.weighted_rows[bf16 ? cpu::kWeightBf16 : cpu::kWeightF32];
+      for (int32_t p0 = 0; p0 <= last; p0 += bs) {
+        const int slots = std::min(bs, last + 1 - p0);
+        const int32_t block = table[p0 / bs];
+        const void* values = bf16 ? static_cast<const void*>(cache.ValueBf16(layer, block, 0))
+                                  : static_cast<const void*>(cache.Value(layer, block, 0));
+        for (int j = 0; j < nq; ++j) {
+          const int64_t head = ((h0 + j) / group) * hd;
+          weighted(static_cast<const unsigned char*>(values) + head * key_size, kv_row, &scores[j * len + p0], slots,
+                   hd, o + j * hd);
         }
-      };
-      if (bf16) {
-        accumulate_values([&](int32_t block) { return cache.ValueBf16(layer, block, 0); });
-      } else {
-        accumulate_values([&](int32_t block) { return cache.Value(layer, block, 0); });
       }
     }
   });

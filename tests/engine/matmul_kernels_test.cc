@@ -235,6 +235,37 @@ TEST(MatMulKernels, GroupedRowDotsMatchSegmentedBitForBit) {
   }
 }
 
+// Attention's weighted sum of value rows, every set and value type, against float64: rows
+// strided apart, lengths with and without a tail, an existing output added to.
+TEST(MatMulKernels, WeightedRowsMatchFloat64) {
+  std::mt19937 rng(19);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (const cpu::KernelSet* set : RunnableKernelSets()) {
+    for (DType dtype : {DType::kF32, DType::kBF16, DType::kF16}) {
+      for (int64_t n : {1, 7, 16, 37, 128, 200}) {
+        for (int slots : {1, 5, 17}) {
+          const int64_t ld = n + 3;  // rows apart by more than their length, as KV rows of several heads
+          const TestMatrix v = MakeMatrix(dtype, slots, ld, rng);
+          std::vector<float> w(slots), out(n);
+          for (float& e : w) e = normal(rng);
+          for (float& e : out) e = normal(rng);
+          std::vector<float> got = out;
+          set->weighted_rows[KindOf(dtype)](v.bytes.data(), ld, w.data(), slots, n, got.data());
+          for (int64_t i = 0; i < n; ++i) {
+            double ref = out[i], mag = std::fabs(out[i]);
+            for (int s = 0; s < slots; ++s) {
+              ref += double{w[s]} * v.exact[s * ld + i];
+              mag += std::fabs(double{w[s]} * v.exact[s * ld + i]);
+            }
+            EXPECT_NEAR(got[i], ref, 1e-5 * mag + 1e-6) << set->name << " " << DTypeName(dtype) << " n=" << n
+                                                        << " slots=" << slots << " i=" << i;
+          }
+        }
+      }
+    }
+  }
+}
+
 TEST(MatMulKernels, TokenResultDoesNotDependOnTheBatch) {
   std::mt19937 rng(11);
   std::normal_distribution<float> normal(0.0f, 1.0f);

@@ -26,6 +26,7 @@ struct Avx512 {
     return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w))));
   }
   static void KeepInRegister(V&) {}
+  static void Store(float* p, V v) { _mm512_storeu_ps(p, v); }
   static V Fma(V a, V b, V acc) { return _mm512_fmadd_ps(a, b, acc); }
   static float Sum(V v) { return _mm512_reduce_add_ps(v); }
 };

@@ -3,6 +3,7 @@
 //   static V Zero();
 //   static V LoadX(const float*);               // kLanes activations
 //   static V LoadW(const float* / Bf16* / F16* / int8_t*);  // kLanes weights, widened to fp32
+//   static void Store(float*, V);               // kLanes floats
 //   static V Fma(V a, V b, V acc);              // acc + a·b
 //   static V Broadcast(float s);
 //   static float Sum(V);                        // horizontal sum
@@ -154,6 +155,36 @@ void SegmentedAny(const void* const* w, const float* const* v, const float* cons
   }
 }
 
+// K vectors of out held in registers while every slot adds its weighted row.
+template <class Isa, class W, int K>
+inline void WeightedRowsChunk(const W* rows, int64_t ld, const float* weights, int slots, float* out) {
+  using V = typename Isa::V;
+  constexpr int L = Isa::kLanes;
+  V acc[K];
+  for (int k = 0; k < K; ++k) acc[k] = Isa::LoadX(out + k * L);
+  for (int s = 0; s < slots; ++s) {
+    const V w = Isa::Broadcast(weights[s]);
+    const W* row = rows + s * ld;
+    for (int k = 0; k < K; ++k) acc[k] = Isa::Fma(Isa::LoadW(row + k * L), w, acc[k]);
+  }
+  for (int k = 0; k < K; ++k) Isa::Store(out + k * L, acc[k]);
+}
+
+template <class Isa, class W>
+void WeightedRows(const void* v, int64_t ld, const float* weights, int slots, int64_t n, float* out) {
+  constexpr int L = Isa::kLanes, kChunk = 8;
+  const W* rows = static_cast<const W*>(v);
+  const int64_t nv = n - n % L;
+  int64_t c = 0;
+  for (; c + kChunk * L <= nv; c += kChunk * L) WeightedRowsChunk<Isa, W, kChunk>(rows + c, ld, weights, slots, out + c);
+  for (; c < nv; c += L) WeightedRowsChunk<Isa, W, 1>(rows + c, ld, weights, slots, out + c);
+  for (int64_t i = nv; i < n; ++i) {
+    float o = out[i];
+    for (int s = 0; s < slots; ++s) o += weights[s] * ScalarF32(rows + s * ld + i);
+    out[i] = o;
+  }
+}
+
 template <class Isa, template <int> class NR>
 constexpr KernelSet MakeKernelSet(const char* name) {
   return KernelSet{
@@ -163,6 +194,7 @@ constexpr KernelSet MakeKernelSet(const char* name) {
        &DotBlockAny<Isa, int8_t, NR>},
       {&DotRowAny<Isa, float>, &DotRowAny<Isa, Bf16>, &DotRowAny<Isa, F16>, &DotRowAny<Isa, int8_t>},
       {&SegmentedAny<Isa, float>, &SegmentedAny<Isa, Bf16>, &SegmentedAny<Isa, F16>, &SegmentedAny<Isa, int8_t>},
+      {&WeightedRows<Isa, float>, &WeightedRows<Isa, Bf16>, &WeightedRows<Isa, F16>, &WeightedRows<Isa, int8_t>},
       {},
   };
 }

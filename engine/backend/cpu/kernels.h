@@ -34,6 +34,10 @@ using DotRowFn = void (*)(const void* w, int64_t n, const float* const* xs, int 
 using SegmentedDotFn = void (*)(const void* const* w, const float* const* v, const float* const* scales,
                                 int segments, int64_t len, int64_t row_stride, int rows, float* out);
 
+// out[i] += Σ_s weights[s] · V[s, i] for i < n, row s of V `s * ld` elements after v, slots in
+// ascending order (attention's probability-weighted sum of value rows; int8 rows unscaled).
+using WeightedRowsFn = void (*)(const void* v, int64_t ld, const float* weights, int slots, int64_t n, float* out);
+
 // Block and one-row kernels as above, for bf16 weights and bf16 activations (raw bits).
 using Bf16DotBlockFn = void (*)(const void* w, int64_t ld, int64_t n, const uint16_t* const* xs, int nt, float* out);
 using Bf16DotRowFn = void (*)(const void* w, int64_t n, const uint16_t* const* xs, int nt, float* out);
@@ -76,6 +80,7 @@ struct KernelSet {
   DotBlockFn block[kNumWeightKinds];
   DotRowFn row[kNumWeightKinds];
   SegmentedDotFn segmented[kNumWeightKinds];
+  WeightedRowsFn weighted_rows[kNumWeightKinds];
   Bf16ActivationKernels bf16x;  // used for bf16 weights where present
 };
 

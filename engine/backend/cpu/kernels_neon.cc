@@ -33,6 +33,10 @@ struct Neon {
     return V{vcvtq_f32_s32(vmovl_s16(vget_low_s16(wide))), vcvtq_f32_s32(vmovl_s16(vget_high_s16(wide)))};
   }
   static void KeepInRegister(V&) {}
+  static void Store(float* p, V v) {
+    vst1q_f32(p, v.lo);
+    vst1q_f32(p + 4, v.hi);
+  }
   static V Fma(V a, V b, V acc) { return V{vfmaq_f32(acc.lo, a.lo, b.lo), vfmaq_f32(acc.hi, a.hi, b.hi)}; }
   static float Sum(V v) { return vaddvq_f32(vaddq_f32(v.lo, v.hi)); }
 };

@@ -24,6 +24,9 @@ struct Portable {
   }
   static V LoadX(const float* x) { return LoadW(x); }
   static void KeepInRegister(V&) {}
+  static void Store(float* p, V v) {
+    for (int i = 0; i < kLanes; ++i) p[i] = v.f[i];
+  }
   static V Fma(V a, V b, V acc) {
     for (int i = 0; i < kLanes; ++i) acc.f[i] += a.f[i] * b.f[i];
     return acc;
