@@ -264,19 +264,31 @@ void Engine::Norm(const float* x, const std::vector<float>& weight, const std::v
 }
 
 void Engine::Ffn(const FfnWeights& w, int64_t T, float* y) {
+  ffn_jobs_.clear();
+  AppendFfnInputJobs(w, T, ffn_jobs_);
+  ParallelMatMul(*pool_, ffn_jobs_, T);
+  FinishFfn(w, T, y);
+}
+
+void Engine::AppendFfnInputJobs(const FfnWeights& w, int64_t T, std::vector<MatMulJob>& jobs) {
   const int64_t H = weights_->config.hidden_size.value, F = w.up.rows;
   Grow(ffn_gate_, T * F);
   Grow(ffn_up_, T * F);
+  if (w.gated()) {  // SwiGLU: gate·m and up·m
+    jobs.push_back({&w.gate, normed_.data(), H, ffn_gate_.data(), F});
+    jobs.push_back({&w.up, normed_.data(), H, ffn_up_.data(), F});
+  } else {  // GELU: up·m, kept in ffn_gate_
+    jobs.push_back({&w.up, normed_.data(), H, ffn_gate_.data(), F});
+  }
+}
+
+void Engine::FinishFfn(const FfnWeights& w, int64_t T, float* y) {
+  const int64_t H = weights_->config.hidden_size.value, F = w.up.rows;
   if (w.gated()) {  // SwiGLU: silu(gate·m + b_g) ⊙ (up·m + b_u)
-    const MatMulJob gate_up[] = {{&w.gate, normed_.data(), H, ffn_gate_.data(), F},
-                                 {&w.up, normed_.data(), H, ffn_up_.data(), F}};
-    ParallelMatMul(*pool_, gate_up, T);
     AddRowBias(ffn_gate_.data(), T, F, w.gate_bias);
     AddRowBias(ffn_up_.data(), T, F, w.up_bias);
     for (int64_t i = 0; i < T * F; ++i) ffn_gate_[i] = Silu(ffn_gate_[i]) * ffn_up_[i];
   } else {  // exact GELU: gelu(up·m + b_u)
-    const MatMulJob up{&w.up, normed_.data(), H, ffn_gate_.data(), F};
-    ParallelMatMul(*pool_, std::span<const MatMulJob>(&up, 1), T);
     AddRowBias(ffn_gate_.data(), T, F, w.up_bias);
     for (int64_t i = 0; i < T * F; ++i) ffn_gate_[i] = Gelu(ffn_gate_[i]);
   }
@@ -289,10 +301,13 @@ void Engine::Ffn(const FfnWeights& w, int64_t T, float* y) {
 void Engine::RunMoe(int layer_index, int64_t T) {
   const MoeLayerWeights& moe = weights_->layers[layer_index].moe;
   const int64_t H = weights_->config.hidden_size.value, E = moe.experts.num_experts;
-  // Router logits in fp32 (the router weight is always kept in fp32).
+  // Router logits in fp32 (the router weight is always kept in fp32), in one parallel region
+  // with the shared expert's input projections, which read the same normed input (the shared
+  // expert's output is still added after the routed experts', as before).
   Grow(router_logits_, T * E);
-  const MatMulJob router{&moe.router_weight, normed_.data(), H, router_logits_.data(), E};
-  ParallelMatMul(*pool_, std::span<const MatMulJob>(&router, 1), T);
+  ffn_jobs_.assign(1, MatMulJob{&moe.router_weight, normed_.data(), H, router_logits_.data(), E});
+  if (moe.shared) AppendFfnInputJobs(*moe.shared, T, ffn_jobs_);
+  ParallelMatMul(*pool_, ffn_jobs_, T);
   routing_.Clear();
   // Worst case: every expert for every token (ties in LapSum, DECO's `normal` norm).
   routing_.experts.reserve(T * E);
@@ -313,7 +328,7 @@ void Engine::RunMoe(int layer_index, int64_t T) {
   const ExpertBank& bank = moe.experts;
   const int64_t per_expert = (bank.gated() ? 3 : 2) * bank.width * H * DTypeSize(bank.up.dtype);
   out_->weight_bytes_read += moe.router_weight.Bytes() + experts_->last_union_size() * per_expert;
-  if (moe.shared) Ffn(*moe.shared, T, x_.data());
+  if (moe.shared) FinishFfn(*moe.shared, T, x_.data());
 }
 
 }  // namespace moeserve

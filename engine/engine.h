@@ -16,6 +16,7 @@
 
 #include "absl/status/statusor.h"
 #include "engine/attention.h"
+#include "engine/backend/cpu/matmul.h"
 #include "engine/backend/cuda/cuda_forward.h"
 #include "engine/engine_observer.h"
 #include "engine/backend/cpu/thread_pool.h"
@@ -71,6 +72,11 @@ class Engine {
   void RunLayer(int layer_index, int64_t T);
   void RunMoe(int layer_index, int64_t T);
   void Ffn(const FfnWeights& w, int64_t T, float* y);
+  // The two halves of Ffn, so that a MoE layer can run its shared expert's input projections
+  // in the router's parallel region: the gate/up jobs (into ffn_gate_/ffn_up_, sized here),
+  // then biases, activation and the down projection added into y.
+  void AppendFfnInputJobs(const FfnWeights& w, int64_t T, std::vector<MatMulJob>& jobs);
+  void FinishFfn(const FfnWeights& w, int64_t T, float* y);
   // The model's norm (RMSNorm, or LayerNorm with `bias`) of one token's H values.
   void Norm(const float* x, const std::vector<float>& weight, const std::vector<float>& bias, float* y) const;
 
@@ -89,6 +95,7 @@ class Engine {
   std::vector<TokenPlacement> placement_;
   std::vector<ExpertBudget> token_budget_;  // [T], from each token's chunk
   std::vector<float> x_, normed_, q_, k_, v_, attn_, ffn_gate_, ffn_up_, router_logits_;
+  std::vector<MatMulJob> ffn_jobs_;  // reused: the jobs of one parallel matmul region
   ForwardOutput* out_ = nullptr;  // the step's output, while Forward runs
   Routing routing_, dense_routing_;
   RouterScratch router_scratch_;
