@@ -114,6 +114,41 @@ def run_size(a, size):
     return r
 
 
+def moe_layer_bytes(model):
+    """Bytes one MoE layer reads per token as the engine runs a bf16 model: (router + shared
+    expert, per routed expert), from the checkpoint's first MoE layer (routers are kept in fp32,
+    everything else in bf16)."""
+    import struct
+    with open(os.path.join(model, "model.safetensors"), "rb") as f:
+        header = json.loads(f.read(struct.unpack("<Q", f.read(8))[0]))
+    num_experts = json.load(open(os.path.join(model, "config.json")))["num_experts"]
+    layer = None
+    fixed = routed = 0
+    for name, t in header.items():
+        if "moe_router.weight" in name and layer is None:
+            layer = name.split(".mlp.")[0] + ".mlp."
+    for name, t in header.items():
+        if layer is None or not name.startswith(layer) or len(t.get("shape", [])) != 2:
+            continue
+        elems = t["shape"][0] * t["shape"][1]
+        if "moe_router" in name:
+            fixed += 4 * elems
+        elif "shared_experts" in name:
+            fixed += 2 * elems
+        elif "expert_" in name:
+            routed += 2 * elems
+    return fixed, routed / num_experts, num_experts
+
+
+def sparsity_bar(model, union):
+    """The sparse/dense bar at this run's own activation (union of active experts / E), and the
+    ceiling that the bytes put on the MoE-layer ratio (dense bytes / sparse bytes)."""
+    fixed, per_expert, num_experts = moe_layer_bytes(model)
+    ratio = union / num_experts
+    cap = (fixed + num_experts * per_expert) / (fixed + union * per_expert)
+    return ratio, 0.8 / ratio, cap
+
+
 def fmt_range(x):
     return f"{x['tokens_per_s']:.1f} ({x['tokens_per_s_min']:.1f}–{x['tokens_per_s_max']:.1f})"
 
@@ -138,6 +173,9 @@ def tables(results):
             lines.append("")
             lines.append(f"Sparse vs dense (bf16, tg128): MoE layers {moe:.2f}× faster, end to end {e2e:.2f}×; "
                          f"expert union per MoE layer and step {bf['expert_union_per_layer']:.2f} sparse.")
+            ratio, bar, cap = sparsity_bar(r["model"], bf["expert_union_per_layer"])
+            lines.append(f"Activation in this run {ratio:.3f} (union / experts): bar 0.8 / {ratio:.3f} = {bar:.2f}×; "
+                         f"the bytes allow at most {cap:.2f}× (router and shared expert read either way).")
             if "torch_eager" in r:
                 t = r["torch_eager"]
                 tps = t.get("decode_tokens_per_s", t.get("tokens_per_s"))

@@ -156,8 +156,9 @@ void ExpertExecutor::Run(const ExpertBank& bank, const float* m, int64_t num_tok
   }
   const int64_t row_stride = bank.Down(0).ld;
   // Where experts are shared by several tokens, the down projection goes expert-major: a block
-  // of an expert's rows is loaded once for all its tokens instead of once per token (at batch
-  // 16 that halves the layer's down time). Same bits per token either way (kernels.h).
+  // of an expert's rows is loaded once for all its tokens instead of once per token
+  // (moe_layer_bench, batch 16: the routed layer 332 -> 266 us). Same bits per token either
+  // way (kernels.h).
   const bool grouped = bf16x && (down_order_ == DownOrder::kAuto ? entries >= 2 * static_cast<size_t>(num_active)
                                                                  : down_order_ == DownOrder::kExpertMajor);
   if (grouped) {

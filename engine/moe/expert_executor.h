@@ -1,7 +1,8 @@
 // Expert-major execution of a routed MoE layer: tokens are grouped by expert, each active
 // expert's up/gate rows are read once for all tokens that chose it, inactive experts are never
 // touched; the down projection walks each output row once over the active experts' slices
-// and adds every token's contribution.
+// and adds every token's contribution, per token or, where experts are shared, expert by
+// expert with each block of an expert's rows loaded once for all its tokens (same bits).
 //
 // Thread-safety: one executor per serving loop; Run uses the pool and reuses its workspaces.
 #ifndef MOESERVE_ENGINE_MOE_EXPERT_EXECUTOR_H_

@@ -135,9 +135,9 @@ void Bf16Segmented(const void* const* w, const uint16_t* const* v, int segments,
 // G rows of one expert, S steps of 32 each, held in registers while every token that chose the
 // expert passes over them; each (token, row) lane accumulator lives in `acc` between experts,
 // so it meets the steps in Bf16SegmentedRows's order (experts ascending, steps ascending).
-// `ahead` (may be null): the same rows of an expert a few places later, prefetched into L2 now
-// so that its loads find them there (4–8 KiB runs per expert are too short for the hardware
-// prefetchers, and a demand miss per row block left the kernel waiting on memory).
+// `ahead` (may be null): the same rows of an expert kGroupedAhead places later, prefetched into
+// L2 now; without it each row block's first loads waited on memory (perf put most of the
+// kernel's samples on them).
 template <int S, int G>
 inline void GroupedExpertRows(const uint16_t* w, const uint16_t* ahead, int64_t row_stride, const int32_t* tokens,
                               const uint16_t* const* vecs, int n, float* acc, int64_t acc_token_stride) {
