@@ -81,7 +81,7 @@ void PagedAttention::Attend(const KvCache& cache, int layer, const std::vector<T
   // the kernel set multiplies bf16 by bf16 (as for bf16 weights); values widened as read.
   const bool bf16 = cache.shape().dtype == DType::kBF16;
   const bool bf16_query = bf16 && UsesBf16Activations(DType::kBF16);
-  const int64_t key_size = DTypeSize(cache.shape().dtype);
+  const int64_t elem_size = DTypeSize(cache.shape().dtype);
   scores_.resize(pool_->num_threads());
   query_bf16_.resize(pool_->num_threads());
   // A work item is one token's KV heads [k0, k1) with their query heads. It walks the token's
@@ -112,24 +112,27 @@ void PagedAttention::Attend(const KvCache& cache, int layer, const std::vector<T
         q16.resize(static_cast<size_t>(nq) * hd);
         RoundToBf16(qt, int64_t{nq} * hd, q16.data());
       }
-      const int per_call = kernels.rows_per_call[1];
-      for (int32_t p0 = 0; p0 <= last; p0 += bs) {
-        const int slots = std::min(bs, last + 1 - p0);
-        const int32_t block = table[p0 / bs];
-        for (int j = 0; j < nq; ++j) {
-          const int64_t head = ((h0 + j) / group) * hd;
-          float* dst = &scores[j * len + p0];
-          if (bf16_query) {
-            ScoreSlots(per_call, kernels.bf16x.block, kernels.bf16x.row, cache.KeyBf16(layer, block, 0) + head,
-                       key_size, kv_row, slots, hd, q16.data() + j * hd, dst);
-          } else if (bf16) {
-            ScoreSlots(per_call, kernels.block[cpu::kWeightBf16], kernels.row[cpu::kWeightBf16],
-                       cache.KeyBf16(layer, block, 0) + head, key_size, kv_row, slots, hd, qt + j * hd, dst);
-          } else {
-            ScoreSlots(per_call, kernels.block[cpu::kWeightF32], kernels.row[cpu::kWeightF32],
-                       cache.Key(layer, block, 0) + head, key_size, kv_row, slots, hd, qt + j * hd, dst);
+      // One of three kernel pairs, chosen once per item: bf16 keys × bf16 query, bf16 keys ×
+      // fp32 query, fp32 keys × fp32 query.
+      const auto score = [&](auto block_fn, auto row_fn, auto keys_of_block, const auto* query) {
+        const int per_call = kernels.rows_per_call[1];
+        for (int32_t p0 = 0; p0 <= last; p0 += bs) {
+          const int slots = std::min(bs, last + 1 - p0);
+          const auto* keys = keys_of_block(table[p0 / bs]);
+          for (int j = 0; j < nq; ++j) {
+            ScoreSlots(per_call, block_fn, row_fn, keys + ((h0 + j) / group) * hd, elem_size, kv_row, slots, hd,
+                       query + j * hd, &scores[j * len + p0]);
           }
         }
+      };
+      const auto bf16_keys = [&](int32_t block) { return cache.KeyBf16(layer, block, 0); };
+      if (bf16_query) {
+        score(kernels.bf16x.block, kernels.bf16x.row, bf16_keys, q16.data());
+      } else if (bf16) {
+        score(kernels.block[cpu::kWeightBf16], kernels.row[cpu::kWeightBf16], bf16_keys, qt);
+      } else {
+        score(kernels.block[cpu::kWeightF32], kernels.row[cpu::kWeightF32],
+              [&](int32_t block) { return cache.Key(layer, block, 0); }, qt);
       }
       for (int j = 0; j < nq; ++j) {
         float* s = scores + j * len;
@@ -158,7 +161,7 @@ void PagedAttention::Attend(const KvCache& cache, int layer, const std::vector<T
                                   : static_cast<const void*>(cache.Value(layer, block, 0));
         for (int j = 0; j < nq; ++j) {
           const int64_t head = ((h0 + j) / group) * hd;
-          weighted(static_cast<const unsigned char*>(values) + head * key_size, kv_row, &scores[j * len + p0], slots,
+          weighted(static_cast<const unsigned char*>(values) + head * elem_size, kv_row, &scores[j * len + p0], slots,
                    hd, o + j * hd);
         }
       }

@@ -169,14 +169,12 @@ void ExpertExecutor::Run(const ExpertBank& bank, const float* m, int64_t num_tok
       grouped_begin_[a] = expert_offsets_[active_experts_[a]];
     }
     grouped_begin_[num_active] = static_cast<int32_t>(entries);
-    grouped_vec_.resize(entries);
-    for (size_t slot = 0; slot < entries; ++slot) grouped_vec_[slot] = &hidden_bf16_[slot * d];
   }
   const float* down_bias = bank.down_bias.empty() ? nullptr : bank.down_bias.data();
   constexpr int64_t kDownRowTile = 32;
   pool_->ParallelFor(H, [&](int64_t r0, int64_t r1) {
     if (!grouped || !GroupedRowDotsBf16(grouped_base_.data(), grouped_begin_.data(), static_cast<int>(num_active),
-                                        entry_token_.data(), grouped_vec_.data(), routing.offsets.data(),
+                                        entry_token_.data(), hidden_bf16_.data(), routing.offsets.data(),
                                         static_cast<int>(num_tokens), d, row_stride, y, H, r0, r1)) {
       for (int64_t tile = r0; tile < r1; tile += kDownRowTile) {
         const int64_t tile_end = std::min(r1, tile + kDownRowTile);

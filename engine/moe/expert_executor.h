@@ -54,7 +54,6 @@ class ExpertExecutor {
   std::vector<const uint16_t*> segment_vec_bf16_;  // per routing entry, into hidden_bf16_
   std::vector<const void*> grouped_base_;          // per active expert: its down slice
   std::vector<int32_t> grouped_begin_;             // per active expert: its first grouped entry
-  std::vector<const uint16_t*> grouped_vec_;       // per grouped entry, into hidden_bf16_
   struct ThreadBuffers {
     std::vector<float> x, u, z;  // gathered inputs [n, H]; up and gate outputs [n, d]
   };

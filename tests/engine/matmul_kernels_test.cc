@@ -188,24 +188,20 @@ TEST(MatMulKernels, GroupedRowDotsMatchSegmentedBitForBit) {
     ASSERT_TRUE(token_experts[3].empty());
     // Grouped form: entries by expert, tokens ascending within; routing CSR offsets per token.
     std::vector<int32_t> token_offsets = {0}, entry_begin, entry_tokens;
-    std::vector<std::vector<uint16_t>> vec_storage;
-    std::vector<const uint16_t*> vecs;
+    std::vector<uint16_t> vecs;  // the entries' vectors, contiguous in grouped order
     std::vector<const void*> bases;
     std::vector<std::vector<const uint16_t*>> token_vecs(kTokens);
     std::vector<std::vector<const void*>> token_bases(kTokens);
     for (int t = 0; t < kTokens; ++t) token_offsets.push_back(token_offsets.back() + token_experts[t].size());
-    vec_storage.reserve(kTokens * kExperts);
+    vecs.reserve(kTokens * kExperts * len);  // no reallocation: token_vecs point into it
     for (int e = 0; e < kExperts; ++e) {
       entry_begin.push_back(static_cast<int32_t>(entry_tokens.size()));
       bases.push_back(m.bytes.data() + e * kRows * len * 2);
       for (int t = 0; t < kTokens; ++t) {
         if (std::find(token_experts[t].begin(), token_experts[t].end(), e) == token_experts[t].end()) continue;
-        std::vector<uint16_t> v(len);
-        for (uint16_t& b : v) b = F32ToBf16(normal(rng));
-        vec_storage.push_back(std::move(v));
+        token_vecs[t].push_back(vecs.data() + vecs.size());
+        for (int64_t i = 0; i < len; ++i) vecs.push_back(F32ToBf16(normal(rng)));
         entry_tokens.push_back(t);
-        vecs.push_back(vec_storage.back().data());
-        token_vecs[t].push_back(vecs.back());
         token_bases[t].push_back(bases.back());
       }
     }

@@ -51,7 +51,8 @@ using Bf16SegmentedDotFn = void (*)(const void* const* w, const uint16_t* const*
 using ToBf16Fn = void (*)(const float* x, int64_t n, uint16_t* out);
 // The segmented dot of a whole batch, taken expert-major: experts a < num_experts in ascending
 // order, expert a's rows at bases[a] (row r `r * row_stride` elements on), its entries
-// [entry_begin[a], entry_begin[a + 1]) each a token (entry_tokens) and a vector (vecs). For rows
+// [entry_begin[a], entry_begin[a + 1]) each a token (entry_tokens[i]) and a vector (the len
+// elements at vecs + i * len). For rows
 // r in [r0, r1) and every token t with entries (token_offsets[t + 1] > token_offsets[t]):
 //   y[t * y_token_stride + r] += Σ over t's entries, in expert order, of dot(W_a[row r, :len], vec).
 // Bit for bit what the segmented kernel gives each token over its own entries in that order.
@@ -60,8 +61,7 @@ using ToBf16Fn = void (*)(const float* x, int64_t n, uint16_t* out);
 // fp32 lane accumulator per token and row of a tile). Returns false, doing nothing, for a
 // `len` it has no kernel for.
 using Bf16GroupedDotFn = bool (*)(const void* const* bases, const int32_t* entry_begin, int num_experts,
-                                  const int32_t* entry_tokens, const uint16_t* const* vecs,
-                                  const int32_t* token_offsets, int num_tokens, int64_t len, int64_t row_stride,
+                                  const int32_t* entry_tokens, const uint16_t* vecs, const int32_t* token_offsets, int num_tokens, int64_t len, int64_t row_stride,
                                   int64_t r0, int64_t r1, float* y, int64_t y_token_stride, int64_t tile_rows,
                                   float* acc);
 

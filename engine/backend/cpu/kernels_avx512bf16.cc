@@ -112,24 +112,18 @@ void Bf16SegmentedRows(const void* const* w, const uint16_t* const* v, int segme
 
 // Each row's sum is independent of how rows are grouped, so the range goes 16 rows at a
 // time and the remainder one by one.
+template <bool kTail>
+void Bf16SegmentedRange(const void* const* w, const uint16_t* const* v, int segments, int64_t len, int64_t row_stride,
+                        int64_t r0, int64_t r1, float* y, int64_t y_stride) {
+  int64_t r = r0;
+  for (; r + 16 <= r1; r += 16) Bf16SegmentedRows<16, kTail>(w, v, segments, len, row_stride, r, y, y_stride);
+  for (; r < r1; ++r) Bf16SegmentedRows<1, kTail>(w, v, segments, len, row_stride, r, y, y_stride);
+}
+
 void Bf16Segmented(const void* const* w, const uint16_t* const* v, int segments, int64_t len, int64_t row_stride,
                    int64_t r0, int64_t r1, float* y, int64_t y_stride) {
-  const bool tail = len % kPairLanes != 0;
-  int64_t r = r0;
-  for (; r + 16 <= r1; r += 16) {
-    if (tail) {
-      Bf16SegmentedRows<16, true>(w, v, segments, len, row_stride, r, y, y_stride);
-    } else {
-      Bf16SegmentedRows<16, false>(w, v, segments, len, row_stride, r, y, y_stride);
-    }
-  }
-  for (; r < r1; ++r) {
-    if (tail) {
-      Bf16SegmentedRows<1, true>(w, v, segments, len, row_stride, r, y, y_stride);
-    } else {
-      Bf16SegmentedRows<1, false>(w, v, segments, len, row_stride, r, y, y_stride);
-    }
-  }
+  if (len % kPairLanes != 0) return Bf16SegmentedRange<true>(w, v, segments, len, row_stride, r0, r1, y, y_stride);
+  Bf16SegmentedRange<false>(w, v, segments, len, row_stride, r0, r1, y, y_stride);
 }
 
 // G rows of one expert, S steps of 32 each, held in registers while every token that chose the
@@ -140,7 +134,7 @@ void Bf16Segmented(const void* const* w, const uint16_t* const* v, int segments,
 // kernel's samples on them).
 template <int S, int G>
 inline void GroupedExpertRows(const uint16_t* w, const uint16_t* ahead, int64_t row_stride, const int32_t* tokens,
-                              const uint16_t* const* vecs, int n, float* acc, int64_t acc_token_stride) {
+                              const uint16_t* vecs, int n, float* acc, int64_t acc_token_stride) {
   if (ahead != nullptr) {
     for (int k = 0; k < G; ++k) {
       for (int s = 0; s < S; ++s) __builtin_prefetch(ahead + k * row_stride + s * kPairLanes, 0, 2);
@@ -153,7 +147,7 @@ inline void GroupedExpertRows(const uint16_t* w, const uint16_t* ahead, int64_t 
   for (int i = 0; i < n; ++i) {
     float* a = acc + tokens[i] * acc_token_stride;
     Pairs x[S];
-    for (int s = 0; s < S; ++s) x[s] = LoadPairs(vecs[i] + s * kPairLanes);
+    for (int s = 0; s < S; ++s) x[s] = LoadPairs(vecs + (i * S + s) * kPairLanes);
     for (int k = 0; k < G; ++k) {
       __m512 v = _mm512_load_ps(a + k * 16);
       for (int s = 0; s < S; ++s) v = _mm512_dpbf16_ps(v, wr[k][s], x[s]);
@@ -170,7 +164,7 @@ constexpr int kGroupedAhead = 2;
 // registers).
 template <int S>
 void GroupedSteps(const void* const* bases, const int32_t* entry_begin, int num_experts, const int32_t* entry_tokens,
-                  const uint16_t* const* vecs, const int32_t* token_offsets, int num_tokens, int64_t row_stride,
+                  const uint16_t* vecs, const int32_t* token_offsets, int num_tokens, int64_t row_stride,
                   int64_t r0, int64_t r1, float* y, int64_t y_token_stride, int64_t tile_rows, float* acc) {
   constexpr int G = 16 / S;
   const int64_t acc_stride = tile_rows * 16;
@@ -191,11 +185,11 @@ void GroupedSteps(const void* const* bases, const int32_t* entry_begin, int num_
       int64_t k = 0;
       for (; k + G <= rows; k += G) {
         GroupedExpertRows<S, G>(w + k * row_stride, ahead == nullptr ? nullptr : ahead + k * row_stride, row_stride,
-                                entry_tokens + begin, vecs + begin, n, acc + k * 16, acc_stride);
+                                entry_tokens + begin, vecs + begin * S * kPairLanes, n, acc + k * 16, acc_stride);
       }
       for (; k < rows; ++k) {
         GroupedExpertRows<S, 1>(w + k * row_stride, ahead == nullptr ? nullptr : ahead + k * row_stride, row_stride,
-                                entry_tokens + begin, vecs + begin, n, acc + k * 16, acc_stride);
+                                entry_tokens + begin, vecs + begin * S * kPairLanes, n, acc + k * 16, acc_stride);
       }
     }
     for (int t = 0; t < num_tokens; ++t) {
@@ -208,7 +202,7 @@ void GroupedSteps(const void* const* bases, const int32_t* entry_begin, int num_
 }
 
 bool Bf16Grouped(const void* const* bases, const int32_t* entry_begin, int num_experts, const int32_t* entry_tokens,
-                 const uint16_t* const* vecs, const int32_t* token_offsets, int num_tokens, int64_t len,
+                 const uint16_t* vecs, const int32_t* token_offsets, int num_tokens, int64_t len,
                  int64_t row_stride, int64_t r0, int64_t r1, float* y, int64_t y_token_stride, int64_t tile_rows,
                  float* acc) {
   switch (len) {

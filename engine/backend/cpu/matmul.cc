@@ -200,7 +200,7 @@ void SegmentedRowDotsBf16(const void* const* bases, const uint16_t* const* vecs,
 }
 
 bool GroupedRowDotsBf16(const void* const* bases, const int32_t* entry_begin, int num_experts,
-                        const int32_t* entry_tokens, const uint16_t* const* vecs, const int32_t* token_offsets,
+                        const int32_t* entry_tokens, const uint16_t* vecs, const int32_t* token_offsets,
                         int num_tokens, int64_t len, int64_t row_stride, float* y, int64_t y_token_stride, int64_t r0,
                         int64_t r1) {
   const cpu::Bf16GroupedDotFn grouped = ActiveKernels().bf16x.grouped;

@@ -37,13 +37,13 @@ void SegmentedRowDotsBf16(const void* const* bases, const uint16_t* const* vecs,
 
 // SegmentedRowDotsBf16 for a whole batch, expert-major (kernels.h, Bf16GroupedDotFn): experts
 // ascending, expert a's rows at bases[a] and its entries [entry_begin[a], entry_begin[a + 1])
-// (token entry_tokens[i], vector vecs[i]); token t has entries iff token_offsets[t + 1] >
+// (token entry_tokens[i], vector vecs[i * len .. + len]); token t has entries iff token_offsets[t + 1] >
 // token_offsets[t]. For rows [r0, r1): y[t * y_token_stride + r] += the token's sum, with the
 // bits SegmentedRowDotsBf16 gives over its entries, but each block of an expert's rows is read
 // once for all the tokens that chose it. Returns false, doing nothing, where the kernel set
 // has no such kernel for `len` (the caller then takes SegmentedRowDotsBf16 per token).
 bool GroupedRowDotsBf16(const void* const* bases, const int32_t* entry_begin, int num_experts,
-                        const int32_t* entry_tokens, const uint16_t* const* vecs, const int32_t* token_offsets,
+                        const int32_t* entry_tokens, const uint16_t* vecs, const int32_t* token_offsets,
                         int num_tokens, int64_t len, int64_t row_stride, float* y, int64_t y_token_stride, int64_t r0,
                         int64_t r1);
 
