@@ -1,50 +1,51 @@
 #include "server/generation_call.h"
 
+#include <atomic>
+
 #include "absl/strings/str_cat.h"
 #include "server/status_mapping.h"
 
 namespace moeserve {
 
-class GenerationCall::StreamReactor : public grpc::ServerWriteReactor<v1::GenerateResponse> {
+namespace {
+
+// The call a reactor serves, kept alive from the reactor's creation until its OnDone. gRPC runs
+// the reactor's callbacks after the handler that created it returned, ordered by gRPC's own
+// synchronisation, which ThreadSanitizer cannot see (Debian's gRPC is not instrumented); the
+// release store and acquire loads here make that order visible to it. A callback holds its
+// own reference for its duration, so its last touch of the call is ordered before whichever
+// thread (often the scheduler's) drops the final one.
+class CallRef {
  public:
-  explicit StreamReactor(GenerationCall* call) : call_(call) {}
-  // gRPC runs OnCancel/OnWriteDone before OnDone, so keep_alive is still set here; holding a
-  // copy for the duration orders our last touch of the call before whichever thread (often
-  // the scheduler's) drops the final reference, through an atomic that TSan can see.
-  void OnWriteDone(bool ok) override {
-    const std::shared_ptr<GenerationCall> hold = keep_alive;
-    call_->OnWriteDone(ok);
-  }
-  void OnCancel() override {
-    const std::shared_ptr<GenerationCall> hold = keep_alive;
-    call_->OnCancel();
-  }
-  void OnDone() override {
-    call_->OnDone();
-    delete this;
-  }
-  // Keeps the call (and so this reactor's target) alive until OnDone.
-  std::shared_ptr<GenerationCall> keep_alive;
+  void Set(std::shared_ptr<GenerationCall> call) { call_.store(std::move(call), std::memory_order_release); }
+  std::shared_ptr<GenerationCall> Get() const { return call_.load(std::memory_order_acquire); }
+  std::shared_ptr<GenerationCall> Take() { return call_.exchange(nullptr, std::memory_order_acq_rel); }
 
  private:
-  GenerationCall* call_;
+  std::atomic<std::shared_ptr<GenerationCall>> call_;
+};
+
+}  // namespace
+
+class GenerationCall::StreamReactor : public grpc::ServerWriteReactor<v1::GenerateResponse> {
+ public:
+  void OnWriteDone(bool ok) override { call.Get()->OnWriteDone(ok); }
+  void OnCancel() override { call.Get()->OnCancel(); }
+  void OnDone() override {
+    call.Take()->OnDone();
+    delete this;
+  }
+  CallRef call;
 };
 
 class GenerationCall::UnaryReactor : public grpc::ServerUnaryReactor {
  public:
-  explicit UnaryReactor(GenerationCall* call) : call_(call) {}
-  void OnCancel() override {
-    const std::shared_ptr<GenerationCall> hold = keep_alive;
-    call_->OnCancel();
-  }
+  void OnCancel() override { call.Get()->OnCancel(); }
   void OnDone() override {
-    call_->OnDone();
+    call.Take()->OnDone();
     delete this;
   }
-  std::shared_ptr<GenerationCall> keep_alive;
-
- private:
-  GenerationCall* call_;
+  CallRef call;
 };
 
 struct GenerationCall::Action {
@@ -58,15 +59,15 @@ GenerationCall::GenerationCall(Mode mode, Scheduler* scheduler, grpc::CallbackSe
 
 grpc::ServerWriteReactor<v1::GenerateResponse>* GenerationCall::MakeStreamReactor(
     std::shared_ptr<GenerationCall> self) {
-  self->stream_ = new StreamReactor(self.get());
-  self->stream_->keep_alive = self;
+  self->stream_ = new StreamReactor;
+  self->stream_->call.Set(self);
   return self->stream_;
 }
 
 grpc::ServerUnaryReactor* GenerationCall::MakeUnaryReactor(std::shared_ptr<GenerationCall> self,
                                                            v1::GenerateResponse* response) {
-  self->unary_ = new UnaryReactor(self.get());
-  self->unary_->keep_alive = self;
+  self->unary_ = new UnaryReactor;
+  self->unary_->call.Set(self);
   self->unary_response_ = response;
   return self->unary_;
 }
