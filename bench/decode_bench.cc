@@ -17,7 +17,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "bench/memory_bandwidth.h"
-#include "engine/backend/cpu/matmul.h"
+#include "engine/kernels/cpu/matmul.h"
 #include "engine/engine.h"
 #include "engine/sampler.h"
 
@@ -126,8 +126,8 @@ int Main() {
     ForwardOutput out;
     for (int b = 0; b < batch; ++b) {
       std::vector<int32_t>& h = histories[b];
-      h.assign(1, static_cast<int32_t>(engine.config().bos_token_id));
-      for (int i = 1; i < prompt_len; ++i) h.push_back(static_cast<int32_t>(rng() % engine.vocab_size()));
+      h.assign(1, static_cast<int32_t>(engine.info().bos_token_id));
+      for (int i = 1; i < prompt_len; ++i) h.push_back(static_cast<int32_t>(rng() % engine.info().vocab_size));
     }
     // The bandwidth of this moment, for this run's roofline (the VM's bandwidth drifts).
     const double run_bandwidth = bandwidth_probe.Measure(3);
@@ -195,7 +195,7 @@ int Main() {
         "\"bytes_per_token\": %.1f, \"roofline_tokens_per_s\": %.3f, \"roofline_fraction\": %.4f, "
         "\"moe_ms_per_step\": %.4f, \"attention_ms_per_step\": %.4f, \"expert_union_per_layer\": %.3f, "
         "\"runs_tokens_per_s\": [",
-        opt.model_dir.c_str(), absl::GetFlag(FLAGS_dtype).c_str(), mode.c_str(), engine.num_threads(), prompt_len,
+        opt.model_dir.c_str(), absl::GetFlag(FLAGS_dtype).c_str(), mode.c_str(), engine.info().num_threads, prompt_len,
         new_tokens, batch, results.size(), opt.dense_experts ? "true" : "false", MatMulKernelName(), bandwidth / 1e9,
         median.tokens_per_s, lo, hi, median.bytes_per_token, roofline, fraction,
         moe_median.moe_ms_per_step, attention_median.attention_ms_per_step, median.union_per_layer);
@@ -204,7 +204,7 @@ int Main() {
     return 0;
   }
   std::printf("model=%s dtype=%s mode=%s threads=%d prompt=%d new=%d batch=%d runs=%zu dense_experts=%d kernel=%s\n",
-              opt.model_dir.c_str(), absl::GetFlag(FLAGS_dtype).c_str(), mode.c_str(), engine.num_threads(),
+              opt.model_dir.c_str(), absl::GetFlag(FLAGS_dtype).c_str(), mode.c_str(), engine.info().num_threads,
               prompt_len, new_tokens, batch, results.size(), opt.dense_experts ? 1 : 0, MatMulKernelName());
   std::printf("read bandwidth (median over the runs, each measured just before its run): %.2f GB/s\n",
               bandwidth / 1e9);

@@ -9,7 +9,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
-#include "engine/backend/cpu/matmul.h"
+#include "engine/kernels/cpu/matmul.h"
 
 ABSL_FLAG(int64_t, rows, 73448, "weight rows (73448: the LM head; 512: cache-resident)");
 ABSL_FLAG(int64_t, cols, 768, "weight columns");

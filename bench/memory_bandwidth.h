@@ -5,7 +5,7 @@
 
 #include <cstdint>
 
-#include "engine/backend/cpu/thread_pool.h"
+#include "engine/kernels/cpu/thread_pool.h"
 
 namespace moeserve {
 

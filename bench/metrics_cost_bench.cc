@@ -89,8 +89,8 @@ int Main() {
   auto metrics = ServingMetrics::Create(*config, **engine);
   if (!metrics.ok()) return Fail(metrics.status());
   ServingMetrics& m = **metrics;
-  const ModelConfig& c = (*engine)->config();
-  const int layers = static_cast<int>(c.num_layers.value), experts = c.num_experts;
+  const EngineInfo& info = (*engine)->info();
+  const int layers = info.num_layers, experts = info.num_experts;
   std::mt19937 rng(1);
   std::printf("model %s: %d layers, %d experts; %d observed steps per batch\n", model.c_str(), layers, experts,
               absl::GetFlag(FLAGS_steps));

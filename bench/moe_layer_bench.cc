@@ -14,8 +14,8 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
-#include "engine/backend/cpu/matmul.h"
-#include "engine/backend/cpu/thread_pool.h"
+#include "engine/kernels/cpu/matmul.h"
+#include "engine/kernels/cpu/thread_pool.h"
 #include "engine/dtype.h"
 #include "engine/moe/expert_bank.h"
 #include "engine/moe/expert_executor.h"

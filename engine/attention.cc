@@ -4,7 +4,7 @@
 #include <cmath>
 #include <cstring>
 
-#include "engine/backend/cpu/matmul.h"
+#include "engine/kernels/cpu/matmul.h"
 
 namespace moeserve {
 namespace {

@@ -5,7 +5,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "engine/backend/cpu/thread_pool.h"
+#include "engine/kernels/cpu/thread_pool.h"
 #include "engine/kv_cache.h"
 
 namespace moeserve {

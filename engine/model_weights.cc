@@ -10,7 +10,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "engine/moe/lapsum.h"
-#include "engine/status_macros.h"
+#include "common/status_macros.h"
 
 namespace moeserve {
 namespace {

@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "engine/backend/cpu/weight_matrix.h"
+#include "engine/kernels/cpu/weight_matrix.h"
 #include "engine/dtype.h"
 #include "engine/model_config.h"
 #include "engine/moe/expert_bank.h"

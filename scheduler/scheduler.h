@@ -1,45 +1,33 @@
-// Continuous-batching scheduler and its serving loop (one thread).
+// The serving loop of the continuous-batching scheduler: an inbox that any thread may fill, and
+// one thread that, each iteration, takes the inbox's arrivals and aborts, ends expired
+// requests, plans a step (BatchPlanner), runs it on the engine and turns the output into events
+// (StepProcessor).
 //
-// Each iteration: take new requests and aborts from the inbox, end expired ones, plan a step
-// (decodes first, then chunked prefills of running and newly admitted sequences within
-// `max_batch_tokens`, allocating KV blocks and preempting by recompute when they run out),
-// run one engine forward, then sample, detokenize, match stops and emit events.
-//
-// Thread-safety: Enqueue, Abort, Drain and GetStats may be called from any thread.
+// Thread-safety: Enqueue, Abort, Drain, AbortAll, Idle and GetStats may be called from any
+// thread. RunOnce is for a caller that drives the loop itself (tests) and never calls Start.
 #ifndef MOESERVE_SCHEDULER_SCHEDULER_H_
 #define MOESERVE_SCHEDULER_SCHEDULER_H_
 
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
-#include <deque>
 #include <memory>
 #include <mutex>
-#include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
-#include "absl/status/status.h"
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
 #include "engine/engine.h"
 #include "engine/tokenizer.h"
-#include "scheduler/block_allocator.h"
+#include "scheduler/batch_planner.h"
 #include "scheduler/request.h"
 #include "scheduler/scheduler_observer.h"
-#include "scheduler/sequence.h"
+#include "scheduler/scheduler_options.h"
+#include "scheduler/step_processor.h"
 
 namespace moeserve {
-
-struct SchedulerOptions {
-  int max_running = 64;          // sequences holding KV blocks at once
-  int max_batch_tokens = 512;    // tokens per engine step (decodes + prefill chunks)
-  int prefill_chunk = 256;       // largest prefill piece of one sequence in one step
-  int max_waiting = 256;         // queue limit; beyond it Enqueue is RESOURCE_EXHAUSTED
-  // Fault injection, for tests and drills only: a pause after every step (makes timing-based
-  // behaviour such as deadlines and draining observable on a fast model), and NaN logits for
-  // every request whose request_id starts with this prefix (a model fault in one sequence).
-  int debug_step_delay_ms = 0;
-  std::string debug_nan_request_prefix;
-};
 
 struct SchedulerStats {
   int running = 0;
@@ -51,8 +39,8 @@ struct SchedulerStats {
 
 class Scheduler {
  public:
-  // `engine` and `tokenizer` (may be null) must outlive the scheduler. The KV block pool is
-  // the engine's cache.
+  // `engine`, `tokenizer` (may be null) and `observer` (may be null) must outlive the scheduler.
+  // The KV block pool is the engine's cache (EngineInfo::kv).
   Scheduler(Engine* engine, const Tokenizer* tokenizer, const SchedulerOptions& options,
             SchedulerObserver* observer = nullptr);
   ~Scheduler();
@@ -75,47 +63,37 @@ class Scheduler {
 
   SchedulerStats GetStats() const;
 
- private:
-  struct PlannedChunk {
-    Sequence* seq;
-    int64_t num_tokens;
-  };
+  // One iteration of the loop: inbox, deadlines, plan, engine step, events.
+  void RunOnce();
 
+ private:
   void Loop();
   void TakeInbox();
-  void ExpireDeadlines();
-  std::vector<PlannedChunk> Plan();
-  bool EnsureBlocks(Sequence& seq, int64_t num_tokens);
-  void Preempt(Sequence& victim);
-  void RunStep(const std::vector<PlannedChunk>& plan, int preemptions);
-  void SampleNext(Sequence& seq, float* logits, TokenEvent& event);
-  void Finish(uint64_t id, FinishReason reason, std::string error = "");
-  void InsertWaiting(std::unique_ptr<Sequence> seq);
+  void Finish(uint64_t id, FinishReason reason);
   void PublishStats();
-  std::vector<LayerRouting> NewRoutingTotals() const;
 
   Engine* engine_;
-  const Tokenizer* tokenizer_;
   SchedulerOptions options_;
   SchedulerObserver* observer_;
-  BlockAllocator blocks_;
-  int block_size_;
+  int64_t num_blocks_;
+  int64_t block_size_;
 
-  // Inbox, shared with other threads.
+  // Inbox and admission state, shared with other threads.
   mutable std::mutex mu_;
   std::condition_variable wake_;
-  std::vector<std::unique_ptr<Sequence>> inbox_;
-  std::vector<std::pair<uint64_t, FinishReason>> aborts_;
-  bool abort_all_ = false;
-  FinishReason abort_all_reason_ = FinishReason::kCancelled;
-  bool stop_ = false;
-  bool draining_ = false;
-  uint64_t next_id_ = 1;
-  int queued_ = 0;  // inbox + waiting, for the queue limit
+  std::vector<std::unique_ptr<Sequence>> inbox_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::pair<uint64_t, FinishReason>> aborts_ ABSL_GUARDED_BY(mu_);
+  bool abort_all_ ABSL_GUARDED_BY(mu_) = false;
+  FinishReason abort_all_reason_ ABSL_GUARDED_BY(mu_) = FinishReason::kCancelled;
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  bool draining_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
+  int queued_ ABSL_GUARDED_BY(mu_) = 0;  // inbox + waiting, for the queue limit
+  const Tokenizer* tokenizer_;
 
   // Loop-thread state.
-  std::deque<std::unique_ptr<Sequence>> waiting_;   // in precedence order
-  std::vector<std::unique_ptr<Sequence>> running_;  // in precedence order
+  BatchPlanner planner_;
+  StepProcessor processor_;
   ForwardOutput output_;
   std::thread thread_;
 

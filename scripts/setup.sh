@@ -13,6 +13,7 @@ PACKAGES=(
   # libraries
   libabsl-dev libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   libsentencepiece-dev sentencepiece libyaml-cpp-dev prometheus-cpp-dev nlohmann-json3-dev
+  libcpp-httplib-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   # fuzzing (libFuzzer) and certificates for the TLS tests
   clang libclang-rt-14-dev
@@ -22,6 +23,10 @@ PACKAGES=(
   python3 python3-numpy python3-torch python3-grpcio python3-protobuf python3-yaml
   # benchmark plots (bench/cpu_suite.py)
   python3-matplotlib
+  # tools/train: the demo models' corpus (English fortune cookies, BSD licence) and an
+  # optimised BLAS for torch (Debian's torch links the reference libblas3 otherwise, ~5x
+  # slower; the serial build keeps training single-threaded and deterministic)
+  fortunes libopenblas0-serial
 )
 CROSS_AARCH64=0
 if [ "${1:-}" = --aarch64 ]; then

@@ -5,31 +5,16 @@
 #include "server/status_mapping.h"
 
 namespace moeserve {
-namespace {
-
-std::string Architecture(const ModelConfig& c) {
-  if (c.num_experts == 0) return "dense";
-  if (c.use_blockffn) return c.router_norm == RouterNormType::kSimple ? "deco" : "blockffn";
-  switch (c.router) {
-    case RouterKind::kTopK: return "topk_moe";
-    case RouterKind::kReMoE: return "remoe";
-    case RouterKind::kTopP: return "topp_moe";
-    case RouterKind::kLapSum: return "softmoe";
-    default: return "moe";
-  }
-}
-
-}  // namespace
 
 InferenceService::InferenceService(const ServerConfig* config, Engine* engine, const Tokenizer* tokenizer,
                                    Scheduler* scheduler, AccessControl* access)
     : config_(config), engine_(engine), tokenizer_(tokenizer), scheduler_(scheduler), access_(access) {
-  limits_.vocab_size = engine->vocab_size();
-  limits_.max_context = engine->max_context();
+  limits_.vocab_size = engine->info().vocab_size;
+  limits_.max_context = engine->info().max_context;
   limits_.default_max_new_tokens = config->server.default_max_new_tokens;
   limits_.max_new_tokens_limit = config->server.max_new_tokens_limit;
   limits_.max_prompt_tokens = config->server.max_prompt_tokens;
-  limits_.eos_token_ids = engine->config().eos_token_ids;
+  limits_.eos_token_ids = engine->info().eos_token_ids;
   limits_.default_budget = config->model.expert_budget;
 }
 
@@ -111,29 +96,26 @@ grpc::ServerUnaryReactor* InferenceService::GetModelInfo(grpc::CallbackServerCon
     reactor->Finish(auth);
     return reactor;
   }
-  const ModelConfig& c = engine_->config();
-  const ModelWeights& w = engine_->weights();
+  const EngineInfo& e = engine_->info();
   info->set_model_path(config_->model.path);
-  info->set_architecture(Architecture(c));
-  info->set_router_kind(c.num_experts ? RouterKindName(c.router) : "none");
-  info->set_num_layers(static_cast<uint32_t>(c.num_layers.value));
-  int moe_layers = 0;
-  for (const LayerWeights& l : w.layers) moe_layers += l.is_moe;
-  info->set_num_moe_layers(moe_layers);
-  info->set_num_experts(static_cast<uint32_t>(c.num_experts));
-  info->set_expert_width(static_cast<uint32_t>(c.expert_width));
-  info->set_active_expert_budget(c.num_experts && c.router == RouterKind::kTopK ? c.topk : 0);
-  info->set_total_parameters(w.TotalParameters());
-  info->set_dtype(std::string(ComputeDTypeName(engine_->weights().compute_dtype)));
-  info->set_backend(BackendName(engine_->backend()));
-  info->set_max_context(static_cast<uint32_t>(engine_->max_context()));
-  info->set_vocab_size(static_cast<uint32_t>(engine_->vocab_size()));
+  info->set_architecture(e.architecture);
+  info->set_router_kind(e.router);
+  info->set_num_layers(static_cast<uint32_t>(e.num_layers));
+  info->set_num_moe_layers(static_cast<uint32_t>(e.moe_layers.size()));
+  info->set_num_experts(static_cast<uint32_t>(e.num_experts));
+  info->set_expert_width(static_cast<uint32_t>(e.expert_width));
+  info->set_active_expert_budget(static_cast<uint32_t>(e.active_expert_budget));
+  info->set_total_parameters(e.total_parameters);
+  info->set_dtype(std::string(ComputeDTypeName(e.dtype)));
+  info->set_backend(BackendName(e.backend));
+  info->set_max_context(static_cast<uint32_t>(e.max_context));
+  info->set_vocab_size(static_cast<uint32_t>(e.vocab_size));
   info->set_has_tokenizer(tokenizer_ != nullptr);
   const SchedulerStats s = scheduler_->GetStats();
   info->set_kv_blocks_total(static_cast<uint32_t>(s.kv_blocks_total));
   info->set_kv_blocks_free(static_cast<uint32_t>(s.kv_blocks_free));
-  info->set_kv_block_size(static_cast<uint32_t>(engine_->kv_shape().block_size));
-  info->set_kv_dtype(std::string(ComputeDTypeName(engine_->kv_shape().dtype)));
+  info->set_kv_block_size(static_cast<uint32_t>(e.kv.block_size));
+  info->set_kv_dtype(std::string(ComputeDTypeName(e.kv.dtype)));
   info->set_num_requests_running(s.running);
   info->set_num_requests_waiting(s.waiting);
   auto* reactor = context->DefaultReactor();

@@ -9,7 +9,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
-#include "engine/status_macros.h"
+#include "common/status_macros.h"
 
 namespace moeserve {
 namespace {
@@ -48,11 +48,6 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentials(const
 
 }  // namespace
 
-int64_t KvBlocksFor(const SchedulerSection& s, const KvCacheShape& shape) {
-  if (s.kv_blocks > 0) return s.kv_blocks;
-  return std::max<int64_t>(1, s.kv_memory_mb * (int64_t{1} << 20) / shape.BytesPerBlock());
-}
-
 absl::StatusOr<std::unique_ptr<ModelServer>> ModelServer::Start(const ServerConfig& config) {
   std::unique_ptr<ModelServer> s(new ModelServer());
   s->config_ = config;
@@ -62,38 +57,24 @@ absl::StatusOr<std::unique_ptr<ModelServer>> ModelServer::Start(const ServerConf
   } else if (!absl::IsNotFound(tokenizer.status())) {
     return tokenizer.status();
   }
-  // Size the KV cache: the per-block bytes depend on the model, so read its config first.
-  ASSIGN_OR_RETURN(ModelConfig model_config, LoadModelConfig(config.model.path));
-  KvCacheShape shape;
-  shape.num_layers = static_cast<int>(model_config.num_layers.value);
-  shape.num_kv_heads = static_cast<int>(model_config.num_kv_groups.value);
-  shape.head_dim = static_cast<int>(model_config.head_dim);
-  shape.block_size = config.scheduler.kv_block_size;
-  shape.dtype = config.model.kv_dtype.value_or(DefaultKvDType(config.model.backend == "cuda", config.model.dtype));
   EngineOptions options;
   options.model_dir = config.model.path;
   options.compute_dtype = config.model.dtype;
-  options.backend = config.model.backend == "cuda" ? Backend::kCuda : Backend::kCpu;
+  options.backend = config.model.backend;
   options.num_threads = config.model.threads;
   options.dense_experts = config.model.dense_experts;
   options.kv_block_size = config.scheduler.kv_block_size;
-  options.kv_num_blocks = KvBlocksFor(config.scheduler, shape);
-  options.kv_dtype = shape.dtype;
+  options.kv_num_blocks = config.scheduler.kv_blocks;
+  options.kv_memory_mb = config.scheduler.kv_memory_mb;
+  options.kv_dtype = config.model.kv_dtype;
   ASSIGN_OR_RETURN(s->engine_, Engine::Create(options));
-  for (const std::string& w : s->engine_->config().warnings) std::cerr << "warning: " << w << "\n";
+  for (const std::string& w : s->engine_->info().warnings) std::cerr << "warning: " << w << "\n";
 
-  SchedulerOptions sched;
-  sched.max_running = config.scheduler.max_running;
-  sched.max_batch_tokens = config.scheduler.max_batch_tokens;
-  sched.prefill_chunk = config.scheduler.prefill_chunk;
-  sched.max_waiting = config.scheduler.max_waiting;
-  sched.debug_step_delay_ms = config.scheduler.debug_step_delay_ms;
-  sched.debug_nan_request_prefix = config.scheduler.debug_nan_request_prefix;
   // An empty metrics.listen turns metrics off entirely (no observers, no exposer).
   if (!config.metrics.listen.empty()) {
     ASSIGN_OR_RETURN(s->metrics_, ServingMetrics::Create(config, *s->engine_));
   }
-  s->scheduler_ = std::make_unique<Scheduler>(s->engine_.get(), s->tokenizer_.get(), sched, s->metrics_.get());
+  s->scheduler_ = std::make_unique<Scheduler>(s->engine_.get(), s->tokenizer_.get(), config.scheduler, s->metrics_.get());
   ASSIGN_OR_RETURN(s->access_, AccessControl::Create(config.server.auth, config.server.max_concurrent_per_client));
   s->service_ = std::make_unique<InferenceService>(&s->config_, s->engine_.get(), s->tokenizer_.get(),
                                                    s->scheduler_.get(), s->access_.get());
@@ -132,8 +113,7 @@ absl::StatusOr<std::unique_ptr<ModelServer>> ModelServer::Start(const ServerConf
 
 absl::Status ModelServer::WarmUp() {
   // One small forward pass touches every weight page once and sizes the workspaces.
-  const std::vector<int32_t> tokens = {static_cast<int32_t>(engine_->config().bos_token_id) %
-                                       static_cast<int32_t>(engine_->vocab_size())};
+  const std::vector<int32_t> tokens = {static_cast<int32_t>(engine_->info().bos_token_id % engine_->info().vocab_size)};
   const std::vector<int32_t> blocks = {0};
   ForwardBatch batch;
   batch.chunks.push_back({tokens, 0, blocks, LogitsMode::kLast, ExpertBudget{}});

@@ -48,9 +48,6 @@ class ModelServer {
   bool shut_down_ = false;
 };
 
-// Blocks of the KV cache the config asks for (kv_blocks, or kv_memory_mb / block bytes).
-int64_t KvBlocksFor(const SchedulerSection& s, const KvCacheShape& shape);
-
 }  // namespace moeserve
 
 #endif  // MOESERVE_SERVER_MODEL_SERVER_H_

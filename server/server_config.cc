@@ -7,8 +7,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "engine/engine.h"
-#include "engine/status_macros.h"
+#include "engine/backend/cuda/cuda_forward.h"
+#include "common/status_macros.h"
 #include "yaml-cpp/yaml.h"
 
 namespace moeserve {
@@ -73,6 +73,39 @@ KeyReader Nested(const std::string& name, const std::string& label, std::map<std
   };
 }
 
+// "a, b or c"
+std::string Alternatives(const std::vector<std::string>& names) {
+  std::string out;
+  for (size_t i = 0; i < names.size(); ++i) {
+    absl::StrAppend(&out, i == 0 ? "" : (i + 1 == names.size() ? " or " : ", "), names[i]);
+  }
+  return out;
+}
+
+// A string key whose values name the members of an enum (or optional): parsed at load time,
+// so nothing past the config compares strings. `canonical` values are the ones an error lists;
+// the rest are accepted aliases.
+template <typename T>
+KeyReader OneOf(T* out, const std::string& label, std::vector<std::pair<std::string, T>> values, size_t canonical,
+                std::function<std::string(const T&)> check = nullptr) {
+  return [out, label, values, canonical, check](const YAML::Node& node, const std::string& path) -> absl::Status {
+    std::string name;
+    RETURN_IF_ERROR(Read(node, path, label, &name));
+    std::vector<std::string> names;
+    for (const auto& [n, v] : values) {
+      if (names.size() < canonical) names.push_back(n);
+      if (n != name) continue;
+      if (check) {
+        const std::string problem = check(v);
+        if (!problem.empty()) return KeyError(path, node, label, problem);
+      }
+      *out = v;
+      return absl::OkStatus();
+    }
+    return KeyError(path, node, label, absl::StrCat("must be ", Alternatives(names), ", got \"", name, "\""));
+  };
+}
+
 std::function<std::string(const int&)> AtLeast(int lo) {
   return [lo](const int& v) { return v >= lo ? "" : absl::StrCat("must be >= ", lo, ", got ", v); };
 }
@@ -83,7 +116,6 @@ std::function<std::string(const int64_t&)> AtLeast64(int64_t lo) {
 absl::Status Apply(const YAML::Node& root, const std::string& label, ServerConfig& c) {
   if (!root.IsDefined() || root.IsNull()) return absl::OkStatus();
   if (!root.IsMap()) return absl::InvalidArgumentError(absl::StrCat(label, ": top level must be a mapping"));
-  std::string dtype_name, kv_dtype_name;
   const std::map<std::string, std::map<std::string, KeyReader>> sections = {
       {"server",
        {{"listen", Field(&c.server.listen, label)},
@@ -106,20 +138,21 @@ absl::Status Apply(const YAML::Node& root, const std::string& label, ServerConfi
                          {"token_env", Field(&c.server.auth.token_env, label)}})}}},
       {"model",
        {{"path", Field(&c.model.path, label)},
-        {"dtype", Field(&dtype_name, label,
-                        std::function<std::string(const std::string&)>([](const std::string& v) {
-                          return ParseComputeDType(v).ok() ? "" : "must be f32, bf16, f16 or int8";
-                        }))},
-        {"kv_dtype", Field(&kv_dtype_name, label,
-                           std::function<std::string(const std::string&)>([](const std::string& v) {
-                             return v == "auto" || v == "f32" || v == "bf16" ? "" : "must be auto, f32 or bf16";
-                           }))},
-        {"backend", Field(&c.model.backend, label,
-                          std::function<std::string(const std::string&)>([](const std::string& v) {
-                            if (v == "cpu") return "";
-                            if (v == "cuda") return CudaBackendBuilt() ? "" : "cuda is not built in this binary (MOESERVE_CUDA=OFF); use \"cpu\"";
-                            return "must be \"cpu\" or \"cuda\"";
-                          }))},
+        {"dtype", OneOf<DType>(&c.model.dtype, label,
+                               {{"f32", DType::kF32}, {"bf16", DType::kBF16}, {"f16", DType::kF16}, {"int8", DType::kI8},
+                                {"fp32", DType::kF32}, {"float32", DType::kF32}, {"bfloat16", DType::kBF16},
+                                {"fp16", DType::kF16}, {"float16", DType::kF16}, {"i8", DType::kI8}},
+                               4)},
+        {"kv_dtype", OneOf<std::optional<DType>>(&c.model.kv_dtype, label,
+                                                 {{"auto", std::nullopt}, {"f32", DType::kF32}, {"bf16", DType::kBF16}}, 3)},
+        {"backend", OneOf<BackendChoice>(
+                        &c.model.backend, label,
+                        {{"auto", BackendChoice::kAuto}, {"cpu", BackendChoice::kCpu}, {"cuda", BackendChoice::kCuda}}, 3,
+                        [](const BackendChoice& b) {
+                          return b != BackendChoice::kCuda || CudaBackendBuilt()
+                                     ? std::string()
+                                     : std::string("cuda is not built in this binary (MOESERVE_CUDA=OFF); use cpu or auto");
+                        })},
         {"threads", Field<int>(&c.model.threads, label, AtLeast(0))},
         {"dense_experts", Field(&c.model.dense_experts, label)},
         {"expert_budget",
@@ -148,9 +181,6 @@ absl::Status Apply(const YAML::Node& root, const std::string& label, ServerConfi
     if (it == sections.end()) return KeyError(name, kv.first, label, "unknown section");
     RETURN_IF_ERROR(ReadSection(kv.second, name, label, it->second));
   }
-  if (!dtype_name.empty()) c.model.dtype = *ParseComputeDType(dtype_name);
-  if (kv_dtype_name == "auto") c.model.kv_dtype.reset();
-  if (kv_dtype_name == "f32" || kv_dtype_name == "bf16") c.model.kv_dtype = *ParseComputeDType(kv_dtype_name);
   return absl::OkStatus();
 }
 

@@ -11,7 +11,9 @@
 
 #include "absl/status/statusor.h"
 #include "engine/dtype.h"
+#include "engine/engine_info.h"
 #include "engine/expert_budget.h"
+#include "scheduler/scheduler_options.h"
 
 namespace moeserve {
 
@@ -45,22 +47,10 @@ struct ModelSection {
   std::string path;
   DType dtype = DType::kBF16;
   std::optional<DType> kv_dtype;  // "auto" (unset): DefaultKvDType in engine/kv_cache.h
-  std::string backend = "cpu";
+  BackendChoice backend = BackendChoice::kAuto;
   int threads = 0;
   bool dense_experts = false;
   ExpertBudget expert_budget;  // server-wide default; requests may override each knob
-};
-
-struct SchedulerSection {
-  int max_running = 64;
-  int max_batch_tokens = 512;
-  int prefill_chunk = 256;
-  int max_waiting = 256;
-  int kv_block_size = 16;
-  int64_t kv_blocks = 0;       // when 0, sized from kv_memory_mb
-  int64_t kv_memory_mb = 512;
-  int debug_step_delay_ms = 0;          // fault injection (tests, drills)
-  std::string debug_nan_request_prefix;  // fault injection (tests, drills)
 };
 
 struct MetricsSection {
@@ -71,7 +61,7 @@ struct MetricsSection {
 struct ServerConfig {
   ServerSection server;
   ModelSection model;
-  SchedulerSection scheduler;
+  SchedulerOptions scheduler;
   MetricsSection metrics;
 };
 

@@ -3,8 +3,11 @@
 #include <algorithm>
 #include <exception>
 
+#include <httplib.h>
+#include <prometheus/text_serializer.h>
+
 #include "absl/strings/str_cat.h"
-#include "engine/backend/cpu/matmul.h"
+#include "common/status_macros.h"
 #include "server/process_collector.h"
 
 #ifndef MOESERVE_VERSION
@@ -65,24 +68,30 @@ absl::StatusOr<std::unique_ptr<ServingMetrics>> ServingMetrics::Create(const Ser
   m->registry_ = std::make_shared<prometheus::Registry>();
   m->BuildSeries(config, engine);
   if (!config.metrics.listen.empty()) {
-    try {  // civetweb reports bind failures by exception
-      m->exposer_ = std::make_unique<prometheus::Exposer>(config.metrics.listen);
-    } catch (const std::exception& e) {
-      return absl::UnavailableError(absl::StrCat("metrics.listen ", config.metrics.listen, ": ", e.what()));
-    }
-    m->exposer_->RegisterCollectable(m->registry_);
-    m->exposer_->RegisterCollectable(m->process_);
-    const std::vector<int> ports = m->exposer_->GetListeningPorts();
-    m->port_ = ports.empty() ? 0 : ports[0];
+    ServingMetrics* self = m.get();
+    ASSIGN_OR_RETURN(m->http_, HttpListener::Start("metrics.listen", config.metrics.listen, [self](httplib::Server& s) {
+                       s.Get("/metrics", [self](const httplib::Request&, httplib::Response& res) {
+                         res.set_content(self->Scrape(), "text/plain; version=0.0.4; charset=utf-8");
+                       });
+                     }));
+    m->port_ = m->http_->port();
   }
   return m;
 }
 
-ServingMetrics::~ServingMetrics() = default;
+// Stops the listener first: its handlers read the registry.
+ServingMetrics::~ServingMetrics() { http_.reset(); }
+
+std::string ServingMetrics::Scrape() const {
+  std::vector<prometheus::MetricFamily> families = registry_->Collect();
+  std::vector<prometheus::MetricFamily> process = process_->Collect();
+  families.insert(families.end(), std::make_move_iterator(process.begin()), std::make_move_iterator(process.end()));
+  return prometheus::TextSerializer().Serialize(families);
+}
 
 void ServingMetrics::BuildSeries(const ServerConfig& config, const Engine& engine) {
   prometheus::Registry& r = *registry_;
-  const ModelConfig& mc = engine.config();
+  const EngineInfo& info = engine.info();
   auto& active = prometheus::BuildHistogram()
                      .Name("moeserve_moe_active_experts")
                      .Help("Routed experts active per token, per MoE layer.")
@@ -107,15 +116,15 @@ void ServingMetrics::BuildSeries(const ServerConfig& config, const Engine& engin
                             .Name("moeserve_layer_forward_seconds")
                             .Help("Wall time of one layer's attention or FFN/MoE block per engine step.")
                             .Register(r);
-  const auto& layers = engine.weights().layers;
-  layer_seconds_.resize(layers.size());
-  for (size_t i = 0; i < layers.size(); ++i) {
+  layer_seconds_.resize(info.num_layers);
+  for (int i = 0; i < info.num_layers; ++i) {
     const std::string layer = std::to_string(i);
+    const bool is_moe = info.ExpertsOfLayer(i) > 0;
     layer_seconds_[i] = {&layer_seconds.Add({{"layer", layer}, {"op", "attention"}}, kLayerBuckets),
-                         &layer_seconds.Add({{"layer", layer}, {"op", layers[i].is_moe ? "moe" : "ffn"}}, kLayerBuckets)};
-    if (!layers[i].is_moe) continue;
-    MoeLayerSeries& s = moe_layers_[static_cast<int>(i)];
-    s.num_experts = layers[i].moe.experts.num_experts;
+                         &layer_seconds.Add({{"layer", layer}, {"op", is_moe ? "moe" : "ffn"}}, kLayerBuckets)};
+    if (!is_moe) continue;
+    MoeLayerSeries& s = moe_layers_[i];
+    s.num_experts = info.ExpertsOfLayer(i);
     s.active_experts = &active.Add({{"layer", layer}}, ActiveExpertBuckets(s.num_experts));
     s.routed_tokens = &routed.Add({{"layer", layer}});
     s.activations = &activations.Add({{"layer", layer}});
@@ -185,27 +194,25 @@ void ServingMetrics::BuildSeries(const ServerConfig& config, const Engine& engin
   for (const char* reason : {"length", "stop_token", "stop_sequence", "cancelled", "deadline", "error"}) {
     requests_->Add({{"finish_reason", reason}});  // present at 0 from the start
   }
-  int moe_layer_count = 0;
-  for (const auto& l : layers) moe_layer_count += l.is_moe;
   prometheus::BuildGauge()
       .Name("moeserve_model_info")
       .Help("The served model (always 1).")
       .Register(r)
       .Add({{"model", config.model.path},
-            {"router", mc.num_experts ? RouterKindName(mc.router) : "none"},
-            {"num_layers", std::to_string(mc.num_layers.value)},
-            {"num_moe_layers", std::to_string(moe_layer_count)},
-            {"num_experts", std::to_string(mc.num_experts)},
-            {"expert_width", std::to_string(mc.expert_width)},
-            {"dtype", std::string(ComputeDTypeName(engine.weights().compute_dtype))},
-            {"kv_dtype", std::string(ComputeDTypeName(engine.kv_shape().dtype))},
-            {"backend", config.model.backend}})
+            {"router", info.router},
+            {"num_layers", std::to_string(info.num_layers)},
+            {"num_moe_layers", std::to_string(info.moe_layers.size())},
+            {"num_experts", std::to_string(info.num_experts)},
+            {"expert_width", std::to_string(info.expert_width)},
+            {"dtype", std::string(ComputeDTypeName(info.dtype))},
+            {"kv_dtype", std::string(ComputeDTypeName(info.kv.dtype))},
+            {"backend", BackendName(info.backend)}})
       .Set(1);
   prometheus::BuildGauge()
       .Name("moeserve_build_info")
       .Help("moeserve build (always 1).")
       .Register(r)
-      .Add({{"version", MOESERVE_VERSION}, {"compiler", __VERSION__}, {"kernels", MatMulKernelName()}})
+      .Add({{"version", MOESERVE_VERSION}, {"compiler", __VERSION__}, {"kernels", info.kernels}})
       .Set(1);
   process_ = std::make_shared<ProcessCollector>();
 }

@@ -9,7 +9,6 @@
 #define MOESERVE_SERVER_SERVING_METRICS_H_
 
 #include <prometheus/counter.h>
-#include <prometheus/exposer.h>
 #include <prometheus/gauge.h>
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
@@ -23,19 +22,22 @@
 #include "absl/status/statusor.h"
 #include "engine/engine.h"
 #include "scheduler/scheduler_observer.h"
+#include "server/http_listener.h"
 #include "server/server_config.h"
 
 namespace moeserve {
 
 class ServingMetrics final : public EngineObserver, public SchedulerObserver {
  public:
-  // Builds every series for `engine`'s model and, when metrics.listen is non-empty, starts the
-  // exposer there (port 0 picks a free port).
+  // Builds every series for `engine`'s model and, when metrics.listen is non-empty, serves
+  // GET /metrics there (port 0 picks a free port).
   static absl::StatusOr<std::unique_ptr<ServingMetrics>> Create(const ServerConfig& config, const Engine& engine);
   ~ServingMetrics();
 
   int port() const { return port_; }
   prometheus::Registry& registry() { return *registry_; }
+  // The exposition text of every series (what GET /metrics returns).
+  std::string Scrape() const;
 
   // EngineObserver.
   void OnRouting(int layer, const Routing& routing) override;
@@ -64,7 +66,7 @@ class ServingMetrics final : public EngineObserver, public SchedulerObserver {
   void BuildSeries(const ServerConfig& config, const Engine& engine);
 
   std::shared_ptr<prometheus::Registry> registry_;
-  std::unique_ptr<prometheus::Exposer> exposer_;
+  std::unique_ptr<HttpListener> http_;  // serves GET /metrics
   int port_ = 0;
   std::map<int, MoeLayerSeries> moe_layers_;
   std::vector<std::vector<prometheus::Histogram*>> layer_seconds_;  // [layer][op]

@@ -170,7 +170,7 @@ int Main() {
   for (bool dense : {false, true}) {
     EngineOptions o;
     o.model_dir = model;
-    o.backend = Backend::kCuda;
+    o.backend = BackendChoice::kCuda;
     o.dense_experts = dense;
     o.kv_block_size = 16;
     o.kv_num_blocks = std::max<int64_t>(int64_t{max_b} * ((prompt_len + steps + 15) / 16), (prefill_tokens + 15) / 16);

@@ -8,7 +8,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "engine/backend/cpu/weight_matrix.h"
+#include "engine/kernels/cpu/weight_matrix.h"
 #include "engine/moe/moe_types.h"
 
 namespace moeserve {

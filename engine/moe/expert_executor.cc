@@ -4,7 +4,7 @@
 #include <cmath>
 #include <cstring>
 
-#include "engine/backend/cpu/matmul.h"
+#include "engine/kernels/cpu/matmul.h"
 
 namespace moeserve {
 namespace {
@@ -61,12 +61,12 @@ void Activate(const ExpertBank& bank, float mean, float* v, const float* u, floa
 
 void ExpertExecutor::UpAndActivate(const ExpertBank& bank, const float* m, int e, int slot) {
   const int64_t H = bank.hidden, d = bank.width;
-  const int32_t begin = expert_offsets_[e], n = expert_offsets_[e + 1] - begin;
+  const int32_t begin = groups_.offsets[e], n = groups_.offsets[e + 1] - begin;
   ThreadBuffers& buf = thread_buffers_[slot];
   buf.x.resize(static_cast<size_t>(n) * H);
   buf.u.resize(static_cast<size_t>(n) * d);
   for (int32_t i = 0; i < n; ++i) {
-    std::memcpy(&buf.x[i * H], m + entry_token_[begin + i] * H, H * sizeof(float));
+    std::memcpy(&buf.x[i * H], m + groups_.slot_token[begin + i] * H, H * sizeof(float));
   }
   float* h = &hidden_[static_cast<size_t>(begin) * d];
   // The activation input lands directly in the hidden buffer, the other factor in u.
@@ -82,9 +82,9 @@ void ExpertExecutor::UpAndActivate(const ExpertBank& bank, const float* m, int e
     if (bank.gated() && !bank.up_bias.empty()) AddBias(&buf.u[i * d], &bank.up_bias[e * d], d);
   }
   for (int32_t i = 0; i < n; ++i) {
-    const int32_t token = entry_token_[begin + i];
+    const int32_t token = groups_.slot_token[begin + i];
     const float mean = bank.NeedsMean() ? token_mean_[token] : 0.0f;
-    Activate(bank, mean, h + i * d, bank.gated() ? &buf.u[i * d] : nullptr, entry_weight_[begin + i]);
+    Activate(bank, mean, h + i * d, bank.gated() ? &buf.u[i * d] : nullptr, groups_.slot_weight[begin + i]);
   }
 }
 
@@ -93,28 +93,9 @@ void ExpertExecutor::Run(const ExpertBank& bank, const float* m, int64_t num_tok
   const int E = bank.num_experts;
   const int64_t H = bank.hidden, d = bank.width;
   // Group entries by expert (counting sort; tokens stay in ascending order within a group).
-  expert_offsets_.assign(E + 1, 0);
-  for (int32_t e : routing.experts) ++expert_offsets_[e + 1];
-  for (int e = 0; e < E; ++e) expert_offsets_[e + 1] += expert_offsets_[e];
+  groups_.Build(routing, E);
   const size_t entries = routing.experts.size();
-  entry_token_.resize(entries);
-  entry_weight_.resize(entries);
-  std::vector<int32_t>& cursor = active_experts_;  // reused as the fill cursor first
-  cursor.assign(expert_offsets_.begin(), expert_offsets_.end() - 1);
-  slot_of_entry_.resize(entries);
-  for (int64_t t = 0; t < num_tokens; ++t) {
-    for (int32_t i = routing.offsets[t]; i < routing.offsets[t + 1]; ++i) {
-      const int32_t slot = cursor[routing.experts[i]]++;
-      entry_token_[slot] = static_cast<int32_t>(t);
-      entry_weight_[slot] = routing.weights[i];
-      slot_of_entry_[i] = slot;
-    }
-  }
-  active_experts_.clear();
-  for (int e = 0; e < E; ++e) {
-    if (expert_offsets_[e + 1] > expert_offsets_[e]) active_experts_.push_back(e);
-  }
-  if (active_experts_.empty()) return;
+  if (groups_.active.empty()) return;
 
   if (bank.NeedsMean()) {
     token_mean_.resize(num_tokens);
@@ -125,9 +106,9 @@ void ExpertExecutor::Run(const ExpertBank& bank, const float* m, int64_t num_tok
 
   // Up (and gate) projections with the activation: work split by expert (the pool hands out
   // chunks of experts as threads come free, which evens out their different token counts).
-  const int64_t num_active = static_cast<int64_t>(active_experts_.size());
+  const int64_t num_active = static_cast<int64_t>(groups_.active.size());
   pool_->ParallelForIndexed(num_active, [&](int slot, int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) UpAndActivate(bank, m, active_experts_[i], slot);
+    for (int64_t i = begin; i < end; ++i) UpAndActivate(bank, m, groups_.active[i], slot);
   });
   // Down projection, per token over its experts' d-wide slices in ascending expert order (one
   // reduction per output row), split across threads by output row so no two threads write the
@@ -142,7 +123,7 @@ void ExpertExecutor::Run(const ExpertBank& bank, const float* m, int64_t num_tok
     const WeightMatrix slice = bank.Down(routing.experts[i]);
     segment_base_[i] = slice.data;
     segment_scale_[i] = slice.scales;
-    segment_vec_[i] = &hidden_[static_cast<size_t>(slot_of_entry_[i]) * d];
+    segment_vec_[i] = &hidden_[static_cast<size_t>(groups_.slot_of_entry[i]) * d];
   }
   // Under bf16 × bf16 kernels the activations are rounded once here, not once per row tile.
   const bool bf16x = UsesBf16Activations(bank.down.dtype);
@@ -151,7 +132,7 @@ void ExpertExecutor::Run(const ExpertBank& bank, const float* m, int64_t num_tok
     RoundToBf16(hidden_.data(), static_cast<int64_t>(hidden_.size()), hidden_bf16_.data());
     segment_vec_bf16_.resize(entries);
     for (size_t i = 0; i < entries; ++i) {
-      segment_vec_bf16_[i] = &hidden_bf16_[static_cast<size_t>(slot_of_entry_[i]) * d];
+      segment_vec_bf16_[i] = &hidden_bf16_[static_cast<size_t>(groups_.slot_of_entry[i]) * d];
     }
   }
   const int64_t row_stride = bank.Down(0).ld;
@@ -165,8 +146,8 @@ void ExpertExecutor::Run(const ExpertBank& bank, const float* m, int64_t num_tok
     grouped_base_.resize(num_active);
     grouped_begin_.resize(num_active + 1);
     for (int64_t a = 0; a < num_active; ++a) {
-      grouped_base_[a] = bank.Down(active_experts_[a]).data;
-      grouped_begin_[a] = expert_offsets_[active_experts_[a]];
+      grouped_base_[a] = bank.Down(groups_.active[a]).data;
+      grouped_begin_[a] = groups_.offsets[groups_.active[a]];
     }
     grouped_begin_[num_active] = static_cast<int32_t>(entries);
   }
@@ -174,7 +155,7 @@ void ExpertExecutor::Run(const ExpertBank& bank, const float* m, int64_t num_tok
   constexpr int64_t kDownRowTile = 32;
   pool_->ParallelFor(H, [&](int64_t r0, int64_t r1) {
     if (!grouped || !GroupedRowDotsBf16(grouped_base_.data(), grouped_begin_.data(), static_cast<int>(num_active),
-                                        entry_token_.data(), hidden_bf16_.data(), routing.offsets.data(),
+                                        groups_.slot_token.data(), hidden_bf16_.data(), routing.offsets.data(),
                                         static_cast<int>(num_tokens), d, row_stride, y, H, r0, r1)) {
       for (int64_t tile = r0; tile < r1; tile += kDownRowTile) {
         const int64_t tile_end = std::min(r1, tile + kDownRowTile);

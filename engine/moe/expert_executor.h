@@ -11,8 +11,9 @@
 #include <cstdint>
 #include <vector>
 
-#include "engine/backend/cpu/thread_pool.h"
+#include "engine/kernels/cpu/thread_pool.h"
 #include "engine/moe/expert_bank.h"
+#include "engine/moe/expert_groups.h"
 #include "engine/moe/routing.h"
 
 namespace moeserve {
@@ -32,7 +33,7 @@ class ExpertExecutor {
   void Run(const ExpertBank& bank, const float* m, int64_t num_tokens, const Routing& routing, float* y);
 
   // Number of distinct experts evaluated by the last Run (the batch's expert union).
-  int last_union_size() const { return static_cast<int>(active_experts_.size()); }
+  int last_union_size() const { return static_cast<int>(groups_.active.size()); }
 
  private:
   void UpAndActivate(const ExpertBank& bank, const float* m, int e, int thread_slot);
@@ -40,14 +41,10 @@ class ExpertExecutor {
   ThreadPool* pool_;
   DownOrder down_order_ = DownOrder::kAuto;
   // Workspaces, grown on demand and then reused.
-  std::vector<int32_t> expert_offsets_;  // [E + 1] into the grouped entries
-  std::vector<int32_t> entry_token_;     // grouped by expert
-  std::vector<float> entry_weight_;
-  std::vector<int32_t> slot_of_entry_;   // routing entry -> its slot in the grouped order
+  ExpertGroups groups_;                  // the routing's entries grouped by expert
   std::vector<const void*> segment_base_;  // per routing entry: its expert's down slice
   std::vector<const float*> segment_vec_;  // per routing entry: its scaled activations
   std::vector<const float*> segment_scale_;  // per routing entry: its down slice's row scales (int8)
-  std::vector<int32_t> active_experts_;
   std::vector<float> token_mean_;        // NormSiLU mean per token
   std::vector<float> hidden_;            // [entries, d] scaled activations
   std::vector<uint16_t> hidden_bf16_;    // the same rounded to bf16 (bf16 × bf16 kernels only)

@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "engine/attention.h"
-#include "engine/backend/cpu/matmul.h"
+#include "engine/kernels/cpu/matmul.h"
 #include "engine/dtype.h"
 #include "gtest/gtest.h"
 

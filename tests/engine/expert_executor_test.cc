@@ -9,7 +9,7 @@
 #include <random>
 #include <vector>
 
-#include "engine/backend/cpu/thread_pool.h"
+#include "engine/kernels/cpu/thread_pool.h"
 #include "engine/dtype.h"
 #include "engine/moe/expert_bank.h"
 #include "engine/moe/routing.h"

@@ -8,8 +8,8 @@
 #include <string>
 #include <vector>
 
-#include "engine/backend/cpu/kernels.h"
-#include "engine/backend/cpu/matmul.h"
+#include "engine/kernels/cpu/kernels.h"
+#include "engine/kernels/cpu/matmul.h"
 #include "engine/dtype.h"
 #include "gtest/gtest.h"
 

@@ -5,22 +5,14 @@
 #include <map>
 #include <stdexcept>
 
-#ifdef MOESERVE_HAVE_CUDA
-#include <cuda_runtime.h>
-#endif
+#include "engine/backend/cuda/cuda_forward.h"
 
 namespace moeserve::gpu_testing {
 
 std::string NoDeviceReason() {
-#ifdef MOESERVE_HAVE_CUDA
-  int count = 0;
-  const cudaError_t e = cudaGetDeviceCount(&count);
-  if (e != cudaSuccess) return std::string("cudaGetDeviceCount: ") + cudaGetErrorString(e);
-  if (count == 0) return "cudaGetDeviceCount returned 0";
-  return "";
-#else
-  return "this build has no CUDA backend (MOESERVE_CUDA=OFF)";
-#endif
+  if (!CudaBackendBuilt()) return "this build has no CUDA backend (MOESERVE_CUDA=OFF)";
+  const CudaProbe probe = ProbeCudaDevices();
+  return probe.device_count > 0 ? "" : "cudaGetDeviceCount: " + probe.error;
 }
 
 std::string GenerateModel(const std::string& name, const std::string& args) {
@@ -57,7 +49,7 @@ class RoutingRecorder : public EngineObserver {
 
 }  // namespace
 
-EngineOptions Options(const std::string& model_dir, Backend backend) {
+EngineOptions Options(const std::string& model_dir, BackendChoice backend) {
   EngineOptions o;
   o.model_dir = model_dir;
   o.backend = backend;
@@ -69,10 +61,10 @@ EngineOptions Options(const std::string& model_dir, Backend backend) {
 
 RunResult RunSequence(Engine& engine, const std::vector<int32_t>& tokens, int prefill) {
   RunResult result;
-  result.vocab = engine.vocab_size();
+  result.vocab = engine.info().vocab_size;
   RoutingRecorder recorder(&result.active);
   engine.set_observer(&recorder);
-  std::vector<int32_t> table(engine.kv_shape().num_blocks);
+  std::vector<int32_t> table(engine.info().kv.num_blocks);
   for (size_t i = 0; i < table.size(); ++i) table[i] = static_cast<int32_t>(i);
   const int n = static_cast<int>(tokens.size());
   for (int start = 0; start < n;) {
@@ -81,7 +73,7 @@ RunResult RunSequence(Engine& engine, const std::vector<int32_t>& tokens, int pr
     SequenceChunk chunk;
     chunk.tokens = std::span<const int32_t>(tokens.data() + start, len);
     chunk.start_position = start;
-    const int blocks = (start + len + engine.kv_shape().block_size - 1) / engine.kv_shape().block_size;
+    const int blocks = (start + len + engine.info().kv.block_size - 1) / engine.info().kv.block_size;
     chunk.block_table = std::span<const int32_t>(table.data(), blocks);
     chunk.logits = LogitsMode::kAll;
     batch.chunks.push_back(chunk);

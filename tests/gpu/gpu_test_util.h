@@ -36,7 +36,7 @@ struct RunResult {
 // Prefill tokens[0, prefill) as one chunk (all logits), then one decode step per remaining token.
 RunResult RunSequence(Engine& engine, const std::vector<int32_t>& tokens, int prefill);
 
-EngineOptions Options(const std::string& model_dir, Backend backend);
+EngineOptions Options(const std::string& model_dir, BackendChoice backend);
 
 }  // namespace moeserve::gpu_testing
 

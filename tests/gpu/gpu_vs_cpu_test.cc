@@ -80,9 +80,9 @@ TEST_P(GpuVsCpu, LogitsAndActiveSetsMatchTheCpuReference) {
   MOESERVE_SKIP_WITHOUT_GPU();
   const Case& c = GetParam();
   const std::string dir = gpu_testing::GenerateModel(c.name, c.gen_args);
-  auto cpu = Engine::Create(gpu_testing::Options(dir, Backend::kCpu));
+  auto cpu = Engine::Create(gpu_testing::Options(dir, BackendChoice::kCpu));
   ASSERT_TRUE(cpu.ok()) << cpu.status();
-  auto gpu = Engine::Create(gpu_testing::Options(dir, Backend::kCuda));
+  auto gpu = Engine::Create(gpu_testing::Options(dir, BackendChoice::kCuda));
   ASSERT_TRUE(gpu.ok()) << gpu.status();
   std::mt19937 rng(11);
   std::uniform_int_distribution<int32_t> id(3, static_cast<int32_t>((*cpu)->vocab_size()) - 1);
@@ -100,7 +100,7 @@ TEST_P(GpuVsCpu, LogitsAndActiveSetsMatchTheCpuReference) {
 TEST(GpuForward, PrefillSplitDoesNotChangeLogits) {
   MOESERVE_SKIP_WITHOUT_GPU();
   const std::string dir = gpu_testing::GenerateModel("deco", "--variant deco --dtype bf16 --seed 3");
-  auto gpu = Engine::Create(gpu_testing::Options(dir, Backend::kCuda));
+  auto gpu = Engine::Create(gpu_testing::Options(dir, BackendChoice::kCuda));
   ASSERT_TRUE(gpu.ok()) << gpu.status();
   std::vector<int32_t> tokens(32);
   for (int i = 0; i < 32; ++i) tokens[i] = 1 + (i * 37) % 200;
@@ -117,7 +117,7 @@ TEST(GpuForward, PrefillSplitDoesNotChangeLogits) {
 TEST(GpuForward, BatchedSequencesMatchSingleSequences) {
   MOESERVE_SKIP_WITHOUT_GPU();
   const std::string dir = gpu_testing::GenerateModel("deco", "--variant deco --dtype bf16 --seed 3");
-  auto gpu = Engine::Create(gpu_testing::Options(dir, Backend::kCuda));
+  auto gpu = Engine::Create(gpu_testing::Options(dir, BackendChoice::kCuda));
   ASSERT_TRUE(gpu.ok()) << gpu.status();
   Engine& e = **gpu;
   const std::vector<int32_t> s0 = {1, 17, 33, 90, 4}, s1 = {1, 250, 8, 61, 77, 12, 5};

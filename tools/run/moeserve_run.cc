@@ -19,7 +19,7 @@
 #include "absl/strings/str_split.h"
 #include "engine/engine.h"
 #include "engine/sampler.h"
-#include "engine/status_macros.h"
+#include "common/status_macros.h"
 #include "engine/tokenizer.h"
 #include "nlohmann/json.hpp"
 
@@ -80,13 +80,13 @@ struct RoutingDump : EngineObserver {
     }
   }
 
-  absl::Status Write(const std::string& path, const ModelWeights& w) const {
+  absl::Status Write(const std::string& path, const EngineInfo& info) const {
     nlohmann::json layers = nlohmann::json::array();
-    for (size_t i = 0; i < w.layers.size(); ++i) {
-      const bool moe = w.layers[i].is_moe;
+    for (int i = 0; i < info.num_layers; ++i) {
+      const int num_experts = info.ExpertsOfLayer(i);
       layers.push_back({{"layer", i},
-                        {"kind", moe ? "moe" : "dense"},
-                        {"num_experts", moe ? w.layers[i].moe.experts.num_experts : 0},
+                        {"kind", num_experts > 0 ? "moe" : "dense"},
+                        {"num_experts", num_experts},
                         {"active_experts", experts[i]},
                         {"weights", weights[i]}});
     }
@@ -139,15 +139,15 @@ absl::Status Run() {
   const auto load_start = std::chrono::steady_clock::now();
   ASSIGN_OR_RETURN(auto engine, Engine::Create(options));
   const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count();
-  for (const std::string& warning : engine->config().warnings) std::cerr << "warning: " << warning << "\n";
-  if (total > engine->max_context()) {
+  for (const std::string& warning : engine->info().warnings) std::cerr << "warning: " << warning << "\n";
+  if (total > engine->info().max_context) {
     return absl::InvalidArgumentError(absl::StrCat("prompt (", prompt.size(), ") + --max_new_tokens (", max_new,
-                                                   ") exceeds the model's max context ", engine->max_context()));
+                                                   ") exceeds the model's max context ", engine->info().max_context));
   }
   std::vector<int32_t> block_table(options.kv_num_blocks);
   for (int64_t i = 0; i < options.kv_num_blocks; ++i) block_table[i] = static_cast<int32_t>(i);
 
-  const size_t num_layers = engine->weights().layers.size();
+  const size_t num_layers = static_cast<size_t>(engine->info().num_layers);
   RoutingDump routing;
   routing.experts.resize(num_layers);
   routing.weights.resize(num_layers);
@@ -170,7 +170,7 @@ absl::Status Run() {
                             block_table, dump_logits ? LogitsMode::kAll : LogitsMode::kLast, budget});
     RETURN_IF_ERROR(engine->Forward(batch, &out));
     if (dump_logits) prompt_logits.insert(prompt_logits.end(), out.logits.begin(), out.logits.end());
-    last_logits.assign(out.logits.end() - engine->vocab_size(), out.logits.end());
+    last_logits.assign(out.logits.end() - engine->info().vocab_size, out.logits.end());
     for (size_t l = 0; l < num_layers; ++l) {
       for (int64_t t = 0; t < n; ++t) active_sum[l] += out.active_counts[l * n + t];
     }
@@ -183,7 +183,7 @@ absl::Status Run() {
     f.write(reinterpret_cast<const char*>(prompt_logits.data()), prompt_logits.size() * sizeof(float));
     if (!f) return absl::InternalError(absl::StrCat(absl::GetFlag(FLAGS_dump_logits), ": cannot write"));
   }
-  if (dump_routing) RETURN_IF_ERROR(routing.Write(absl::GetFlag(FLAGS_dump_routing), engine->weights()));
+  if (dump_routing) RETURN_IF_ERROR(routing.Write(absl::GetFlag(FLAGS_dump_routing), engine->info()));
 
   // Decode.
   SamplingParams sp;
@@ -196,7 +196,7 @@ absl::Status Run() {
   std::unique_ptr<StreamingDetokenizer> detok;
   if (tokenizer) detok = std::make_unique<StreamingDetokenizer>(tokenizer.get());
   const bool quiet = absl::GetFlag(FLAGS_quiet);
-  const auto& eos = engine->config().eos_token_ids;
+  const auto& eos = engine->info().eos_token_ids;
   int generated = 0;
   const auto decode_start = std::chrono::steady_clock::now();
   while (generated < max_new) {
@@ -221,7 +221,7 @@ absl::Status Run() {
 
   std::string active;
   for (size_t l = 0; l < num_layers; ++l) {
-    if (engine->weights().layers[l].is_moe) {
+    if (engine->info().ExpertsOfLayer(static_cast<int>(l)) > 0) {
       absl::StrAppend(&active, active.empty() ? "" : " ", absl::StrFormat("%.2f", active_sum[l] / routed_tokens));
     }
   }
@@ -230,7 +230,7 @@ absl::Status Run() {
                    "dtype %s, %d threads\n",
                    load_s, prompt.size(), prefill_s, prompt.size() / std::max(prefill_s, 1e-9), generated, decode_s,
                    generated > 1 ? (generated - 1) / std::max(decode_s, 1e-9) : 0.0,
-                   absl::GetFlag(FLAGS_dtype), engine->num_threads())
+                   absl::GetFlag(FLAGS_dtype), engine->info().num_threads)
             << "mean active experts per MoE layer: " << (active.empty() ? "(dense model)" : active) << "\n";
   return absl::OkStatus();
 }

@@ -9,8 +9,10 @@
 #include "engine/backend/cuda/device_model.h"
 #include "engine/backend/cuda/gemm.h"
 #include "engine/backend/cuda/kernels.h"
-#include "engine/moe/router.h"
-#include "engine/status_macros.h"
+#include "common/status_macros.h"
+#include "engine/logits_rows.h"
+#include "engine/moe/expert_groups.h"
+#include "engine/moe/route_batch.h"
 
 namespace moeserve {
 namespace {
@@ -19,10 +21,10 @@ using cuda::bf16;
 using cuda::DeviceBuffer;
 using cuda::PinnedBuffer;
 
-class CudaForwardImpl final : public CudaForward {
+class CudaForward final : public ForwardBackend {
  public:
-  CudaForwardImpl(const ModelWeights& w, const CudaForwardOptions& o) : w_(w), opt_(o) {}
-  ~CudaForwardImpl() override {
+  CudaForward(const ModelWeights& w, const BackendOptions& o) : w_(w), opt_(o) {}
+  ~CudaForward() override {
     if (stream_ != nullptr) {
       cudaStreamSynchronize(stream_);
       gemm_.reset();
@@ -32,8 +34,10 @@ class CudaForwardImpl final : public CudaForward {
 
   absl::Status Init();
   absl::Status Forward(const ForwardBatch& batch, EngineObserver* observer, ForwardOutput* out) override;
-  std::string device_name() const override { return device_name_; }
-  int64_t device_bytes() const override;
+  std::string device() const override { return device_name_; }
+  std::string kernels() const override { return "cuda: cuBLAS bf16 GEMMs, grouped expert kernels"; }
+  // Device bytes held: weights, KV cache and workspaces.
+  int64_t device_bytes() const;
 
  private:
   absl::Status Reserve(int64_t T, int64_t R, int64_t table_entries);
@@ -45,7 +49,7 @@ class CudaForwardImpl final : public CudaForward {
   absl::Status ReportTime(int layer, LayerOp op, std::chrono::steady_clock::time_point& start);
 
   const ModelWeights& w_;
-  CudaForwardOptions opt_;
+  BackendOptions opt_;
   std::string device_name_;
   cudaStream_t stream_ = nullptr;
   std::unique_ptr<cuda::Gemm> gemm_;
@@ -75,12 +79,11 @@ class CudaForwardImpl final : public CudaForward {
   EngineObserver* observer_ = nullptr;
   ForwardOutput* out_ = nullptr;
   std::vector<ExpertBudget> budget_;
-  Routing routing_, dense_routing_;
-  RouterScratch scratch_;
-  std::vector<int32_t> group_offsets_, cursor_;
+  BatchRouter router_;
+  ExpertGroups groups_;
 };
 
-absl::Status CudaForwardImpl::Init() {
+absl::Status CudaForward::Init() {
   int count = 0;
   const cudaError_t e = cudaGetDeviceCount(&count);
   if (e != cudaSuccess || count == 0) {
@@ -121,7 +124,7 @@ absl::Status CudaForwardImpl::Init() {
   return absl::OkStatus();
 }
 
-int64_t CudaForwardImpl::device_bytes() const {
+int64_t CudaForward::device_bytes() const {
   int64_t b = dm_ ? dm_->bytes : 0;
   b += keys_.bytes() + values_.bytes() + meta_d_.bytes() + moe_d_.bytes() + moe_wd_.bytes();
   for (const DeviceBuffer<float>* f : {&x_, &normed32_, &q_, &k_, &v_, &ffn_a_, &ffn_b_, &logits_, &router_logits_,
@@ -131,7 +134,7 @@ int64_t CudaForwardImpl::device_bytes() const {
   return b + normed16_.bytes() + attn16_.bytes() + act16_.bytes();
 }
 
-absl::Status CudaForwardImpl::Reserve(int64_t T, int64_t R, int64_t table_entries) {
+absl::Status CudaForward::Reserve(int64_t T, int64_t R, int64_t table_entries) {
   const int64_t H = w_.config.hidden_size.value, V = w_.vocab_size;
   RETURN_IF_ERROR(meta_h_.Reserve(3 * T + R + table_entries));
   RETURN_IF_ERROR(meta_d_.Reserve(3 * T + R + table_entries));
@@ -162,15 +165,15 @@ absl::Status CudaForwardImpl::Reserve(int64_t T, int64_t R, int64_t table_entrie
   return absl::OkStatus();
 }
 
-absl::Status CudaForwardImpl::Forward(const ForwardBatch& batch, EngineObserver* observer, ForwardOutput* out) {
+absl::Status CudaForward::Forward(const ForwardBatch& batch, EngineObserver* observer, ForwardOutput* out) {
   const int64_t H = w_.config.hidden_size.value, V = w_.vocab_size;
-  int64_t T = 0, R = 0, table_entries = 0;
+  int64_t T = 0, table_entries = 0;
   for (const SequenceChunk& c : batch.chunks) {
-    const int64_t n = static_cast<int64_t>(c.tokens.size());
-    T += n;
-    R += c.logits == LogitsMode::kAll ? n : (c.logits == LogitsMode::kLast ? 1 : 0);
+    T += static_cast<int64_t>(c.tokens.size());
     table_entries += static_cast<int64_t>(c.block_table.size());
   }
+  const std::vector<int32_t> logits_rows = SelectLogitsRows(batch, V, out);
+  const int64_t R = static_cast<int64_t>(logits_rows.size());
   RETURN_IF_ERROR(Reserve(T, R, table_entries));
   observer_ = observer;
   out_ = out;
@@ -182,9 +185,8 @@ absl::Status CudaForwardImpl::Forward(const ForwardBatch& batch, EngineObserver*
   int32_t* rows = table_begin + T;
   int32_t* tables = rows + R;
   budget_.clear();
-  out->vocab_size = V;
-  out->chunk_logits_begin.assign(1, 0);
-  int64_t t = 0, r = 0, tb = 0;
+  std::copy(logits_rows.begin(), logits_rows.end(), rows);
+  int64_t t = 0, tb = 0;
   for (const SequenceChunk& c : batch.chunks) {
     const int64_t n = static_cast<int64_t>(c.tokens.size());
     std::copy(c.block_table.begin(), c.block_table.end(), tables + tb);
@@ -193,10 +195,8 @@ absl::Status CudaForwardImpl::Forward(const ForwardBatch& batch, EngineObserver*
       positions[t] = c.start_position + static_cast<int32_t>(i);
       table_begin[t] = static_cast<int32_t>(tb);
       budget_.push_back(c.budget);
-      if (c.logits == LogitsMode::kAll || (c.logits == LogitsMode::kLast && i == n - 1)) rows[r++] = static_cast<int32_t>(t);
     }
     tb += static_cast<int64_t>(c.block_table.size());
-    out->chunk_logits_begin.push_back(static_cast<int32_t>(r));
   }
   const int64_t meta = 3 * T + R + table_entries;
   CUDA_RETURN_IF_ERROR(
@@ -214,7 +214,6 @@ absl::Status CudaForwardImpl::Forward(const ForwardBatch& batch, EngineObserver*
   out->weight_bytes_read = T * H * DTypeSize(w_.embed.dtype) * (learned ? 2 : 1);
   for (int layer = 0; layer < static_cast<int>(w_.layers.size()); ++layer) RETURN_IF_ERROR(RunLayer(layer, T));
 
-  out->logits.resize(R * V);
   if (R > 0) {
     cuda::LaunchNorm(x_.get(), rows_d_, static_cast<int>(R), static_cast<int>(H), dm_->final_norm.get(),
                      dm_->final_norm_bias.get(), w_.config.norm_epsilon, nullptr, normed16_.get(), stream_);
@@ -231,7 +230,7 @@ absl::Status CudaForwardImpl::Forward(const ForwardBatch& batch, EngineObserver*
   return absl::OkStatus();
 }
 
-absl::Status CudaForwardImpl::ReportTime(int layer, LayerOp op, std::chrono::steady_clock::time_point& start) {
+absl::Status CudaForward::ReportTime(int layer, LayerOp op, std::chrono::steady_clock::time_point& start) {
   if (observer_ == nullptr) return absl::OkStatus();
   RETURN_IF_ERROR(Sync());
   const auto now = std::chrono::steady_clock::now();
@@ -240,7 +239,7 @@ absl::Status CudaForwardImpl::ReportTime(int layer, LayerOp op, std::chrono::ste
   return absl::OkStatus();
 }
 
-absl::Status CudaForwardImpl::RunLayer(int layer, int64_t T) {
+absl::Status CudaForward::RunLayer(int layer, int64_t T) {
   const ModelConfig& c = w_.config;
   const LayerWeights& L = w_.layers[layer];
   const cuda::DeviceLayer& D = dm_->layers[layer];
@@ -281,7 +280,7 @@ absl::Status CudaForwardImpl::RunLayer(int layer, int64_t T) {
   return ReportTime(layer, L.is_moe ? LayerOp::kMoe : LayerOp::kFfn, start);
 }
 
-absl::Status CudaForwardImpl::Ffn(const FfnWeights& host, const cuda::DeviceFfn& f, int64_t T) {
+absl::Status CudaForward::Ffn(const FfnWeights& host, const cuda::DeviceFfn& f, int64_t T) {
   const int Ti = static_cast<int>(T), H = static_cast<int>(w_.config.hidden_size.value);
   const int F = static_cast<int>(f.up.rows);
   if (f.gated()) {  // silu(gate·m + b_g) ⊙ (up·m + b_u)
@@ -297,7 +296,7 @@ absl::Status CudaForwardImpl::Ffn(const FfnWeights& host, const cuda::DeviceFfn&
   return absl::OkStatus();
 }
 
-absl::Status CudaForwardImpl::RunMoe(int layer, int64_t T) {
+absl::Status CudaForward::RunMoe(int layer, int64_t T) {
   const MoeLayerWeights& moe = w_.layers[layer].moe;
   const cuda::DeviceLayer& D = dm_->layers[layer];
   const cuda::DeviceExperts& X = D.experts;
@@ -314,23 +313,13 @@ absl::Status CudaForwardImpl::RunMoe(int layer, int64_t T) {
   RETURN_IF_ERROR(Sync());  // TODO(cuda): route on the device to drop this sync (and allow CUDA graphs)
 
   // 2. Routing on the host, exactly as the CPU backend.
-  routing_.Clear();
-  for (int64_t t = 0; t < T; ++t) {
-    moe.router->RouteToken(&router_logits_h_[t * E], scratch_, routing_, budget_[t]);
-  }
-  for (int64_t t = 0; t < T; ++t) out_->active_counts[layer * T + t] = routing_.num_active[t];
-  if (observer_ != nullptr) observer_->OnRouting(layer, routing_);
-  const Routing* r = &routing_;
-  if (opt_.dense_experts) {
-    ExpandToAllExperts(routing_, E, dense_routing_);
-    r = &dense_routing_;
-  }
+  const Routing& routed = router_.Route(*moe.router, router_logits_h_.get(), E, budget_, layer, opt_.dense_experts,
+                                        observer_, out_);
+  const Routing* r = &routed;
 
   // 3. Compaction: group the (token, expert) pairs by expert, cut groups into tiles.
+  groups_.Build(*r, E);
   const int32_t S = static_cast<int32_t>(r->experts.size());
-  group_offsets_.assign(E + 1, 0);
-  for (int32_t e : r->experts) ++group_offsets_[e + 1];
-  for (int e = 0; e < E; ++e) group_offsets_[e + 1] += group_offsets_[e];
   const int32_t max_tiles = S + E;
   int32_t* tile_expert = moe_h_.get();
   int32_t* tile_begin = tile_expert + max_tiles;
@@ -341,23 +330,17 @@ absl::Status CudaForwardImpl::RunMoe(int layer, int64_t T) {
   int32_t* entry_slot = entry_expert + S;
   float* slot_weight = moe_wh_.get();
   float* entry_weight = slot_weight + S;
-  cursor_.assign(group_offsets_.begin(), group_offsets_.end() - 1);
-  for (int64_t t = 0; t < T; ++t) {
-    token_begin[t] = r->offsets[t];
-    for (int32_t i = r->offsets[t]; i < r->offsets[t + 1]; ++i) {
-      const int32_t slot = cursor_[r->experts[i]]++;
-      slot_token[slot] = static_cast<int32_t>(t);
-      slot_weight[slot] = r->weights[i];
-      entry_expert[i] = r->experts[i];
-      entry_slot[i] = slot;
-      entry_weight[i] = r->weights[i];
-    }
-  }
+  std::copy(groups_.slot_token.begin(), groups_.slot_token.end(), slot_token);
+  std::copy(groups_.slot_weight.begin(), groups_.slot_weight.end(), slot_weight);
+  std::copy(groups_.slot_of_entry.begin(), groups_.slot_of_entry.end(), entry_slot);
+  std::copy(r->experts.begin(), r->experts.end(), entry_expert);
+  std::copy(r->weights.begin(), r->weights.end(), entry_weight);
+  std::copy(r->offsets.begin(), r->offsets.end() - 1, token_begin);
   token_begin[T] = S;
-  int32_t tiles = 0, union_size = 0;
-  for (int e = 0; e < E; ++e) {
-    const int32_t b = group_offsets_[e], n = group_offsets_[e + 1] - b;
-    if (n > 0) ++union_size;
+  int32_t tiles = 0;
+  const int32_t union_size = static_cast<int32_t>(groups_.active.size());
+  for (int e : groups_.active) {
+    const int32_t b = groups_.offsets[e], n = groups_.size(e);
     for (int32_t i = 0; i < n; i += X.max_tile, ++tiles) {
       tile_expert[tiles] = e;
       tile_begin[tiles] = b + i;
@@ -418,9 +401,23 @@ absl::Status CudaForwardImpl::RunMoe(int layer, int64_t T) {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<CudaForward>> CreateCudaForward(const ModelWeights& weights,
-                                                               const CudaForwardOptions& options) {
-  auto f = std::make_unique<CudaForwardImpl>(weights, options);
+bool CudaBackendBuilt() { return true; }
+
+CudaProbe ProbeCudaDevices() {
+  CudaProbe probe;
+  const cudaError_t e = cudaGetDeviceCount(&probe.device_count);
+  if (e != cudaSuccess) {
+    probe.device_count = 0;
+    probe.error = cudaGetErrorString(e);
+  } else if (probe.device_count == 0) {
+    probe.error = "cudaGetDeviceCount returned 0";
+  }
+  return probe;
+}
+
+absl::StatusOr<std::unique_ptr<ForwardBackend>> CreateCudaForward(const ModelWeights& weights,
+                                                                  const BackendOptions& options) {
+  auto f = std::make_unique<CudaForward>(weights, options);
   RETURN_IF_ERROR(f->Init());
   return f;
 }

@@ -1,50 +1,42 @@
-// The CUDA backend's forward pass behind the engine interface (engine/engine.h dispatches to
-// it when EngineOptions::backend is kCuda). Pure C++ header: no CUDA types leak out, so the
-// engine compiles the same with and without the toolkit.
+// The CUDA backend's forward pass, a peer of the CPU backend behind ForwardBackend. Pure C++
+// header: no CUDA types leak out, so everything above it compiles the same with and without the
+// toolkit. Without MOESERVE_CUDA, cuda_unavailable.cc defines these functions instead: the build
+// is reported as absent and creation fails cleanly.
 //
-// One step = the CPU engine's math (spec deco.md §3, softmoe.md §7.2.3) on the device:
+// One step = the CPU backend's math (spec deco.md §3, softmoe.md §7.2.3) on the device:
 // embedding → per layer [norm, q/k/v (cuBLAS bf16), RoPE, paged-KV store + attention, o_proj]
 // and [norm, dense SwiGLU/GELU or MoE] → final norm of the requested rows → lm_head → logits
-// copied to the host. MoE layers compute the fp32 router logits on the device, copy them to the
-// host and route with the reference Router objects (so active sets match the CPU backend's
-// exactly for equal logits, every router family and expert budget), then upload the compacted
-// (token, expert) pairs grouped by expert and run the grouped expert kernels.
+// copied to the host. MoE layers compute the fp32 router logits on the device and route there
+// (engine/backend/cuda/router_kernels.cu) for every router family the device router covers; the
+// rest route on the host with the reference Router objects.
 //
-// Thread-safety: not thread-safe (one caller, like Engine).
+// Thread-safety: not thread-safe (one caller, like the engine).
 #ifndef MOESERVE_ENGINE_BACKEND_CUDA_CUDA_FORWARD_H_
 #define MOESERVE_ENGINE_BACKEND_CUDA_CUDA_FORWARD_H_
 
-#include <cstdint>
 #include <memory>
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "engine/engine_observer.h"
-#include "engine/forward_batch.h"
-#include "engine/kv_cache.h"
+#include "engine/forward_backend.h"
 #include "engine/model_weights.h"
 
 namespace moeserve {
 
-struct CudaForwardOptions {
-  KvCacheShape kv;  // blocks are held on the device in bf16
-  bool dense_experts = false;
-  int device = 0;
-};
+// True when this binary was built with the CUDA backend.
+bool CudaBackendBuilt();
 
-class CudaForward {
- public:
-  virtual ~CudaForward() = default;
-  // `batch` is already validated by the engine. `weights` (given at creation) must outlive this.
-  virtual absl::Status Forward(const ForwardBatch& batch, EngineObserver* observer, ForwardOutput* out) = 0;
-  virtual std::string device_name() const = 0;
-  // Device bytes held: weights, KV cache and workspaces.
-  virtual int64_t device_bytes() const = 0;
+struct CudaProbe {
+  int device_count = 0;
+  std::string error;  // why there is none, when device_count is 0
 };
+// Counts usable devices without creating a context on them.
+CudaProbe ProbeCudaDevices();
 
-// Fails with FailedPrecondition "no CUDA device: ..." when no device is usable.
-absl::StatusOr<std::unique_ptr<CudaForward>> CreateCudaForward(const ModelWeights& weights,
-                                                               const CudaForwardOptions& options);
+// Fails with FailedPrecondition "no CUDA device: ..." when no device is usable. `weights`
+// must outlive the backend; its KV cache (options.kv) is kept on the device in bf16.
+absl::StatusOr<std::unique_ptr<ForwardBackend>> CreateCudaForward(const ModelWeights& weights,
+                                                                  const BackendOptions& options);
 
 }  // namespace moeserve
 

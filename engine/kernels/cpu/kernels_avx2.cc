@@ -1,11 +1,11 @@
 // AVX2 + FMA + F16C kernels (8 lanes). This file is compiled with -mavx2 -mfma -mf16c and
 // runs only after the CPU check in matmul.cc.
-#include "engine/backend/cpu/kernels.h"
+#include "engine/kernels/cpu/kernels.h"
 
 #if defined(__x86_64__) && defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #include <immintrin.h>
 
-#include "engine/backend/cpu/kernel_impl.h"
+#include "engine/kernels/cpu/kernel_impl.h"
 
 namespace moeserve::cpu {
 namespace {

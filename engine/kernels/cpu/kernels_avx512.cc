@@ -1,9 +1,9 @@
 // AVX-512F kernels (16 lanes). This file is compiled with -mavx512f -mfma -mf16c and runs only
 // after the CPU check in matmul.cc.
-#include "engine/backend/cpu/kernels.h"
+#include "engine/kernels/cpu/kernels.h"
 
 #if defined(__x86_64__) && defined(__AVX512F__)
-#include "engine/backend/cpu/isa_avx512.h"
+#include "engine/kernels/cpu/isa_avx512.h"
 
 namespace moeserve::cpu {
 namespace {

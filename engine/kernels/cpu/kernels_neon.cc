@@ -1,11 +1,11 @@
 // NEON kernels for aarch64 (8 lanes as two float32x4; NEON and fp16 conversion are part of
 // the armv8 baseline, so no runtime check is needed).
-#include "engine/backend/cpu/kernels.h"
+#include "engine/kernels/cpu/kernels.h"
 
 #if defined(__aarch64__)
 #include <arm_neon.h>
 
-#include "engine/backend/cpu/kernel_impl.h"
+#include "engine/kernels/cpu/kernel_impl.h"
 
 namespace moeserve::cpu {
 namespace {

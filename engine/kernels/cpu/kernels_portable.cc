@@ -1,6 +1,6 @@
 // Portable kernels: plain loops over 8-float "vectors" that any compiler can vectorise for
 // the baseline instruction set. The reference for the SIMD sets in the kernel tests.
-#include "engine/backend/cpu/kernel_impl.h"
+#include "engine/kernels/cpu/kernel_impl.h"
 
 namespace moeserve::cpu {
 namespace {

@@ -15,7 +15,7 @@
 
 #include <cstdint>
 
-#include "engine/backend/cpu/kernels.h"
+#include "engine/kernels/cpu/kernels.h"
 
 namespace moeserve::cpu {
 namespace {

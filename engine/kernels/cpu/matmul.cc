@@ -1,4 +1,4 @@
-#include "engine/backend/cpu/matmul.h"
+#include "engine/kernels/cpu/matmul.h"
 
 #include <algorithm>
 #include <cstdio>

@@ -10,9 +10,9 @@
 #include <span>
 #include <vector>
 
-#include "engine/backend/cpu/kernels.h"
-#include "engine/backend/cpu/thread_pool.h"
-#include "engine/backend/cpu/weight_matrix.h"
+#include "engine/kernels/cpu/kernels.h"
+#include "engine/kernels/cpu/thread_pool.h"
+#include "engine/kernels/cpu/weight_matrix.h"
 
 namespace moeserve {
 

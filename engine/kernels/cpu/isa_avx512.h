@@ -5,7 +5,7 @@
 
 #include <immintrin.h>
 
-#include "engine/backend/cpu/kernel_impl.h"
+#include "engine/kernels/cpu/kernel_impl.h"
 
 namespace moeserve::cpu {
 namespace {

@@ -4,11 +4,11 @@
 // straight into the multiply with no widening, at twice the products per instruction of the
 // fp32 FMA kernels. This file is compiled with -mavx512f -mavx512bw -mavx512vl -mavx512bf16
 // -mfma -mf16c and runs only after the CPU check in matmul.cc.
-#include "engine/backend/cpu/kernels.h"
+#include "engine/kernels/cpu/kernels.h"
 
 #if defined(__x86_64__) && defined(__AVX512F__) && defined(__AVX512BF16__) && defined(__AVX512BW__) && \
     defined(__AVX512VL__)
-#include "engine/backend/cpu/isa_avx512.h"
+#include "engine/kernels/cpu/isa_avx512.h"
 
 namespace moeserve::cpu {
 namespace {

@@ -1,0 +1,126 @@
+#include "scheduler/batch_planner.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "common/check.h"
+
+namespace moeserve {
+
+BatchPlanner::BatchPlanner(const SchedulerOptions& options, int64_t num_blocks, int block_size)
+    : options_(options), blocks_(num_blocks), block_size_(block_size) {}
+
+void BatchPlanner::AddWaiting(std::unique_ptr<Sequence> seq) {
+  auto pos = std::find_if(waiting_.begin(), waiting_.end(),
+                          [&](const std::unique_ptr<Sequence>& w) { return seq->RunsBefore(*w); });
+  waiting_.insert(pos, std::move(seq));
+}
+
+std::unique_ptr<Sequence> BatchPlanner::Remove(uint64_t id) {
+  std::unique_ptr<Sequence> seq;
+  auto match = [id](const std::unique_ptr<Sequence>& s) { return s->id == id; };
+  if (auto it = std::find_if(running_.begin(), running_.end(), match); it != running_.end()) {
+    seq = std::move(*it);
+    running_.erase(it);
+  } else if (auto wit = std::find_if(waiting_.begin(), waiting_.end(), match); wit != waiting_.end()) {
+    seq = std::move(*wit);
+    waiting_.erase(wit);
+  } else {
+    return nullptr;
+  }
+  blocks_.Free(seq->blocks);
+  return seq;
+}
+
+std::vector<uint64_t> BatchPlanner::Ids() const {
+  std::vector<uint64_t> ids;
+  for (const auto& s : running_) ids.push_back(s->id);
+  for (const auto& s : waiting_) ids.push_back(s->id);
+  return ids;
+}
+
+std::vector<uint64_t> BatchPlanner::Expired(Clock::time_point now) const {
+  std::vector<uint64_t> expired;
+  for (const auto& s : running_) {
+    if (s->params.deadline && *s->params.deadline <= now) expired.push_back(s->id);
+  }
+  for (const auto& s : waiting_) {
+    if (s->params.deadline && *s->params.deadline <= now) expired.push_back(s->id);
+  }
+  return expired;
+}
+
+void BatchPlanner::Preempt(Sequence& victim) {
+  blocks_.Free(victim.blocks);
+  victim.computed = 0;  // recompute prompt + generated tokens on resume
+  ++victim.preemptions;
+  ++preemptions_;
+  auto it = std::find_if(running_.begin(), running_.end(),
+                         [&](const std::unique_ptr<Sequence>& s) { return s.get() == &victim; });
+  MOESERVE_CHECK(it != running_.end(), absl::StrCat("preempted sequence ", victim.id, " is not running"));
+  std::unique_ptr<Sequence> seq = std::move(*it);
+  running_.erase(it);
+  AddWaiting(std::move(seq));
+}
+
+bool BatchPlanner::EnsureBlocks(Sequence& seq, int64_t num_tokens) {
+  const int64_t needed = BlocksFor(seq.computed + num_tokens) - static_cast<int64_t>(seq.blocks.size());
+  return needed <= 0 || blocks_.Allocate(needed, seq.blocks);
+}
+
+std::vector<PlannedChunk> BatchPlanner::Plan() {
+  std::vector<PlannedChunk> plan;
+  int64_t budget = options_.max_batch_tokens;
+  std::sort(running_.begin(), running_.end(),
+            [](const std::unique_ptr<Sequence>& a, const std::unique_ptr<Sequence>& b) { return a->RunsBefore(*b); });
+  // Running sequences: decodes first, then continuing prefills. When blocks run out, the
+  // lowest-precedence running sequence not yet planned is preempted (possibly this one).
+  std::vector<Sequence*> order;
+  for (const auto& s : running_) {
+    if (s->pending() == 1) order.push_back(s.get());
+  }
+  for (const auto& s : running_) {
+    if (s->pending() > 1) order.push_back(s.get());
+  }
+  std::vector<Sequence*> planned, preempted;
+  for (Sequence* seq : order) {
+    if (budget == 0) break;
+    // Preempted earlier in this loop to make room: it is waiting again, not running.
+    if (std::find(preempted.begin(), preempted.end(), seq) != preempted.end()) continue;
+    const int64_t n = std::min<int64_t>({seq->pending(), budget, options_.prefill_chunk});
+    bool self_preempted = false;
+    while (!EnsureBlocks(*seq, n)) {
+      Sequence* victim = nullptr;
+      for (auto it = running_.rbegin(); it != running_.rend(); ++it) {
+        if (std::find(planned.begin(), planned.end(), it->get()) == planned.end()) {
+          victim = it->get();
+          break;
+        }
+      }
+      // seq itself is running and unplanned, so a victim always exists.
+      MOESERVE_CHECK(victim != nullptr, absl::StrCat("no preemption victim for sequence ", seq->id));
+      if (victim == seq) self_preempted = true;
+      preempted.push_back(victim);
+      Preempt(*victim);
+      if (self_preempted) break;
+    }
+    if (self_preempted) continue;
+    planned.push_back(seq);
+    plan.push_back({seq, n});
+    budget -= n;
+  }
+  // Admit waiting sequences in precedence order while budget, slots and blocks allow.
+  while (budget > 0 && !waiting_.empty() && static_cast<int>(running_.size()) < options_.max_running) {
+    Sequence& seq = *waiting_.front();
+    const int64_t n = std::min<int64_t>({seq.pending(), budget, options_.prefill_chunk});
+    if (!EnsureBlocks(seq, n)) break;
+    if (seq.scheduled_at == Clock::time_point{}) seq.scheduled_at = Clock::now();
+    running_.push_back(std::move(waiting_.front()));
+    waiting_.pop_front();
+    plan.push_back({running_.back().get(), n});
+    budget -= n;
+  }
+  return plan;
+}
+
+}  // namespace moeserve

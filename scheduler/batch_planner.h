@@ -1,0 +1,68 @@
+// Iteration-level batch planning: the waiting and running queues, the KV block allocator,
+// chunked prefill and preemption by recompute. Plain state with no lock and no thread, so it
+// can be driven step by step (tests/scheduler); the scheduler's loop is its only user.
+#ifndef MOESERVE_SCHEDULER_BATCH_PLANNER_H_
+#define MOESERVE_SCHEDULER_BATCH_PLANNER_H_
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <vector>
+
+#include "scheduler/block_allocator.h"
+#include "scheduler/scheduler_options.h"
+#include "scheduler/sequence.h"
+
+namespace moeserve {
+
+// One sequence's share of a step: its next `num_tokens` uncomputed tokens.
+struct PlannedChunk {
+  Sequence* seq;
+  int64_t num_tokens;
+};
+
+class BatchPlanner {
+ public:
+  BatchPlanner(const SchedulerOptions& options, int64_t num_blocks, int block_size);
+
+  // Blocks a sequence of `tokens` tokens needs.
+  int64_t BlocksFor(int64_t tokens) const { return (tokens + block_size_ - 1) / block_size_; }
+
+  // Queues a sequence among the waiting ones, in precedence order.
+  void AddWaiting(std::unique_ptr<Sequence> seq);
+
+  // Plans one step within max_batch_tokens: running decodes first, then continuing prefills,
+  // then admissions from the waiting queue while slots and blocks allow. Allocates the blocks
+  // the plan needs; where they run out, preempts the lowest-precedence running sequence not yet
+  // planned (its blocks freed, it waits again and is recomputed later).
+  std::vector<PlannedChunk> Plan();
+
+  // Takes the sequence out wherever it is and frees its blocks; null when it is unknown
+  // (already finished).
+  std::unique_ptr<Sequence> Remove(uint64_t id);
+
+  // Ids of every sequence present, running first, each queue in precedence order.
+  std::vector<uint64_t> Ids() const;
+  // Ids of the sequences whose deadline is at or before `now`.
+  std::vector<uint64_t> Expired(Clock::time_point now) const;
+
+  int num_running() const { return static_cast<int>(running_.size()); }
+  int num_waiting() const { return static_cast<int>(waiting_.size()); }
+  const BlockAllocator& blocks() const { return blocks_; }
+  uint64_t preemptions() const { return preemptions_; }
+
+ private:
+  bool EnsureBlocks(Sequence& seq, int64_t num_tokens);
+  void Preempt(Sequence& victim);
+
+  SchedulerOptions options_;
+  BlockAllocator blocks_;
+  int block_size_;
+  std::deque<std::unique_ptr<Sequence>> waiting_;   // in precedence order
+  std::vector<std::unique_ptr<Sequence>> running_;  // in precedence order after each Plan
+  uint64_t preemptions_ = 0;
+};
+
+}  // namespace moeserve
+
+#endif  // MOESERVE_SCHEDULER_BATCH_PLANNER_H_

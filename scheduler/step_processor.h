@@ -1,0 +1,71 @@
+// What happens to a planned step around the engine call: the ForwardBatch built from the
+// plan, then, from the engine's output, each sequence's progress and MoE totals, sampling,
+// logprobs, detokenising and stop matching, and the events its client receives. No lock, no
+// thread; the scheduler's loop is its only user.
+#ifndef MOESERVE_SCHEDULER_STEP_PROCESSOR_H_
+#define MOESERVE_SCHEDULER_STEP_PROCESSOR_H_
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "engine/engine_info.h"
+#include "engine/forward_batch.h"
+#include "engine/tokenizer.h"
+#include "scheduler/batch_planner.h"
+#include "scheduler/scheduler_observer.h"
+#include "scheduler/sequence.h"
+
+namespace moeserve {
+
+// What one step did, for the step report and for ending the sequences that finished.
+struct StepOutcome {
+  int prompt_tokens = 0;     // prompt tokens computed for the first time
+  int generated_tokens = 0;  // tokens sampled
+  bool any_prefill = false, any_decode = false;
+  std::vector<std::pair<uint64_t, TokenEvent>> finished;  // final events, not yet sent
+};
+
+class StepProcessor {
+ public:
+  // `tokenizer` and `observer` may be null; both must outlive the processor.
+  StepProcessor(const EngineInfo& info, const Tokenizer* tokenizer, SchedulerObserver* observer,
+                std::string debug_nan_request_prefix);
+
+  // Per MoE layer of the served model, a request's totals at zero.
+  std::vector<LayerRouting> NewRoutingTotals() const;
+
+  // The engine's input for `plan`; its spans point into the planned sequences.
+  ForwardBatch BuildBatch(const std::vector<PlannedChunk>& plan) const;
+
+  // Advances every planned sequence by its chunk, samples where a chunk completes the known
+  // tokens and streams the non-final events. A failed `status` ends every planned sequence
+  // with an error. The final events come back in the outcome, for EndSequence.
+  StepOutcome Process(const std::vector<PlannedChunk>& plan, const ForwardBatch& batch, const absl::Status& status,
+                      ForwardOutput& output);
+
+  // Sends a finished sequence's final event (its finish reason, counts and MoE totals) and
+  // reports it. The sequence has already left the planner.
+  void EndSequence(Sequence& seq, TokenEvent event);
+  // Ends a sequence that did not finish by itself (cancelled, deadline, shutdown).
+  void AbortSequence(Sequence& seq, FinishReason reason);
+
+  // The step's figures for the observer, after its finished sequences have left the planner.
+  StepReport Report(const std::vector<PlannedChunk>& plan, const StepOutcome& outcome, const BatchPlanner& planner,
+                    uint64_t preemptions, double seconds) const;
+
+ private:
+  void SampleNext(Sequence& seq, float* logits, TokenEvent& event);
+
+  int64_t vocab_size_;
+  std::vector<MoeLayerInfo> moe_layers_;
+  const Tokenizer* tokenizer_;
+  SchedulerObserver* observer_;
+  std::string debug_nan_request_prefix_;
+};
+
+}  // namespace moeserve
+
+#endif  // MOESERVE_SCHEDULER_STEP_PROCESSOR_H_
