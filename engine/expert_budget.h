@@ -39,6 +39,17 @@ struct ExpertBudget {
   }
 };
 
+// The one rule by which a request's budget overrides the server's default, for every front
+// end (gRPC expert_budget, HTTP moe.expert_budget): each knob the request sets replaces the
+// default's, and a knob left at 0 means "unset" and keeps the default (k_scale 0 is not a
+// valid scale, so 0 is free to mean unset there too). Values are validated by the caller.
+inline ExpertBudget OverrideExpertBudget(ExpertBudget base, float min_weight, float k_scale, int max_experts) {
+  if (min_weight > 0.0f) base.min_weight = min_weight;
+  if (k_scale > 0.0f) base.k_scale = k_scale;
+  if (max_experts > 0) base.max_experts = max_experts;
+  return base;
+}
+
 }  // namespace moeserve
 
 #endif  // MOESERVE_ENGINE_EXPERT_BUDGET_H_

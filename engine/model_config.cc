@@ -165,7 +165,8 @@ absl::Status ParseMoe(const ConfigReader& r, const Json& j, ModelConfig& c) {
                                                       {"topp", RouterKind::kTopP}}));
   }
   ASSIGN_OR_RETURN(std::string act_func, r.String("router_act_func", "relu"));
-  if (act_func != "relu") return r.Error("router_act_func", absl::StrCat("has unknown value \"", act_func, "\" (supported: relu)"));
+  if (act_func != "relu")
+    return r.Error("router_act_func", absl::StrCat("has unknown value \"", act_func, "\" (supported: relu)"));
   ASSIGN_OR_RETURN(c.router_norm, ParseEnum<RouterNormType>(r, "router_norm_type", "simple",
                                                             {{"simple", RouterNormType::kSimple},
                                                              {"rms", RouterNormType::kRms},
@@ -277,12 +278,14 @@ absl::Status ParseSoftMoe(const ConfigReader& r, const Json& j, ModelConfig& c) 
   }
   if (!r.Has("model_type")) return r.Error("model_type", "is missing (must be \"softmoe\")");
   ASSIGN_OR_RETURN(std::string model_type, r.String("model_type", ""));
-  if (model_type != "softmoe") return r.Error("model_type", absl::StrCat("must be \"softmoe\", got \"", model_type, "\""));
+  if (model_type != "softmoe")
+    return r.Error("model_type", absl::StrCat("must be \"softmoe\", got \"", model_type, "\""));
 
   auto keyed = [](int64_t v, const char* key) { return KeyedValue{v, key, ""}; };
   ASSIGN_OR_RETURN(int64_t H, RequiredInt(r, "hidden_size", 1));
   ASSIGN_OR_RETURN(int64_t L, RequiredInt(r, "num_layers", 1));
-  if (L > (int64_t{1} << 16)) return r.Error("num_layers", absl::StrCat("=", L, " exceeds this engine's limit of 65536"));
+  if (L > (int64_t{1} << 16))
+    return r.Error("num_layers", absl::StrCat("=", L, " exceeds this engine's limit of 65536"));
   ASSIGN_OR_RETURN(int64_t n_h, RequiredInt(r, "num_attention_heads", 1));
   ASSIGN_OR_RETURN(auto n_g, r.Int("num_query_groups"));
   if (n_g && *n_g < 1) return r.Error("num_query_groups", absl::StrCat("must be >= 1, got ", *n_g));
@@ -487,7 +490,8 @@ absl::StatusOr<ModelConfig> ParseModelConfig(const std::string& text, const std:
     return r.Error("use_mup", "is true: the muP factors (mup_emb_scale, mup_depth_scale, "
                               "mup_base_hidden_size) are not exported, so the model cannot be reproduced");
   }
-  if (r.Has("rope_scaling")) return r.Error("rope_scaling", absl::StrCat("must be null, got ", j["rope_scaling"].dump()));
+  if (r.Has("rope_scaling"))
+    return r.Error("rope_scaling", absl::StrCat("must be null, got ", j["rope_scaling"].dump()));
 
   auto require = [&](std::optional<KeyedValue> v, const char* what) -> absl::StatusOr<KeyedValue> {
     if (!v) return r.Error(what, "is missing");
@@ -510,8 +514,9 @@ absl::StatusOr<ModelConfig> ParseModelConfig(const std::string& text, const std:
   c.head_dim = c.hidden_size.value / c.num_heads.value;
   if (c.head_dim % 2 != 0) return r.Error("num_attention_heads", "gives an odd head dim; RoPE needs an even one");
   if (c.num_heads.value % c.num_kv_groups.value != 0) {
-    return r.Error(c.num_kv_groups.key.empty() ? "num_query_groups" : c.num_kv_groups.key,
-                   absl::StrCat("=", c.num_kv_groups.value, " does not divide num_attention_heads=", c.num_heads.value));
+    return r.Error(
+        c.num_kv_groups.key.empty() ? "num_query_groups" : c.num_kv_groups.key,
+        absl::StrCat("=", c.num_kv_groups.value, " does not divide num_attention_heads=", c.num_heads.value));
   }
   ASSIGN_OR_RETURN(c.vocab_size_key, r.Int("vocab_size"));
 

@@ -93,7 +93,8 @@ class WeightBuilder {
       std::vector<float> row(cols);
       for (int64_t r = 0; r < rows; ++r) {
         ConvertToF32(t.dtype, t.data + r * cols * DTypeSize(t.dtype), cols, row.data());
-        for (int64_t c = 0; c < cols; ++c) dst[r * cols + c] = to == DType::kBF16 ? F32ToBf16(row[c]) : F32ToF16(row[c]);
+        for (int64_t c = 0; c < cols; ++c)
+          dst[r * cols + c] = to == DType::kBF16 ? F32ToBf16(row[c]) : F32ToF16(row[c]);
       }
     }
     WeightMatrix m{to, rows, cols, cols, buffer.get()};
@@ -179,8 +180,8 @@ absl::Status CheckConfigAgainstTensors(const ModelConfig& c, const TensorStore& 
     const TensorView* gate = store.Find(LayerName(i, "mlp.gate_proj.weight"));
     if (gate == nullptr || gate->shape.size() != 2) break;  // reported as missing/shape later
     if (!c.ffn_hidden_size) {
-      return absl::InvalidArgumentError(absl::StrCat("config.json: layer ", i,
-                                                     " is dense but neither ffn_hidden_size nor intermediate_size is set"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("config.json: layer ", i, " is dense but neither ffn_hidden_size nor intermediate_size is set"));
     }
     if (gate->shape[0] != c.ffn_hidden_size->value) {
       return ConflictError(*gate, *c.ffn_hidden_size, absl::StrCat("ffn_hidden_size=", gate->shape[0]));
@@ -327,7 +328,8 @@ std::string UnexpectedReason(const ModelConfig& c, const std::string& name) {
   }
   if (name == "lm_head.weight") return "tie_word_embeddings is true, so the LM head is model.embed_tokens.weight";
   if (name == "model.embed_positions.weight") return "position_embedding_type is \"rope\"";
-  if (bias && (has("layernorm") || name == "model.norm.bias")) return "norm_type is \"rmsnorm\", whose norms have no bias";
+  if (bias && (has("layernorm") || name == "model.norm.bias"))
+    return "norm_type is \"rmsnorm\", whose norms have no bias";
   if (bias && has("router")) return "a router never has a bias";
   if (bias && (has("q_proj") || has("k_proj") || has("v_proj"))) return "add_qkv_bias and add_bias_linear are false";
   if (bias) return "add_bias_linear is false";

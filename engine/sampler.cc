@@ -42,7 +42,8 @@ SampledToken Sampler::Sample(std::span<const float> logits, std::span<const int3
     }
     for (const auto& [id, n] : counts) {
       float& l = work_[id];
-      if (params_.repetition_penalty != 1.0f) l = l > 0 ? l / params_.repetition_penalty : l * params_.repetition_penalty;
+      if (params_.repetition_penalty != 1.0f)
+        l = l > 0 ? l / params_.repetition_penalty : l * params_.repetition_penalty;
       l -= params_.presence_penalty + params_.frequency_penalty * n;
     }
   }

@@ -2,13 +2,56 @@
 
 #include <algorithm>
 
+#include "absl/hash/hash.h"
 #include "absl/strings/str_cat.h"
+#include "absl/types/span.h"
 #include "common/check.h"
 
 namespace moeserve {
 
-BatchPlanner::BatchPlanner(const SchedulerOptions& options, int64_t num_blocks, int block_size)
-    : options_(options), blocks_(num_blocks), block_size_(block_size) {}
+BatchPlanner::BatchPlanner(const SchedulerOptions& options, int64_t num_blocks, int block_size, uint64_t cache_salt)
+    : options_(options), blocks_(num_blocks), block_size_(block_size), cache_salt_(cache_salt) {}
+
+uint64_t BatchPlanner::BlockHash(Sequence& seq, int64_t i) const {
+  while (static_cast<int64_t>(seq.block_hashes.size()) <= i) {
+    const int64_t j = static_cast<int64_t>(seq.block_hashes.size());
+    const uint64_t parent = j == 0 ? cache_salt_ : seq.block_hashes.back();
+    seq.block_hashes.push_back(absl::HashOf(parent, absl::MakeConstSpan(seq.tokens.data() + j * block_size_,
+                                                                        static_cast<size_t>(block_size_))));
+  }
+  return seq.block_hashes[i];
+}
+
+int64_t BatchPlanner::MatchPrefix(Sequence& seq) {
+  if (!options_.prefix_cache || !seq.params.prefix_cache || seq.computed != 0 || !seq.blocks.empty()) return 0;
+  const int64_t max_blocks = (static_cast<int64_t>(seq.tokens.size()) - 1) / block_size_;
+  for (int64_t i = 0; i < max_blocks; ++i) {
+    const uint64_t parent = i == 0 ? cache_salt_ : BlockHash(seq, i - 1);
+    const std::optional<int32_t> block = blocks_.Acquire(
+        BlockHash(seq, i), parent,
+        std::span<const int32_t>(seq.tokens.data() + i * block_size_, static_cast<size_t>(block_size_)));
+    if (!block.has_value()) break;
+    seq.blocks.push_back(*block);
+  }
+  seq.published_blocks = static_cast<int64_t>(seq.blocks.size());
+  seq.computed = seq.published_blocks * block_size_;
+  return seq.computed;
+}
+
+void BatchPlanner::PublishComputed(const std::vector<PlannedChunk>& plan) {
+  if (!options_.prefix_cache) return;
+  for (const PlannedChunk& c : plan) {
+    Sequence& seq = *c.seq;
+    if (!seq.params.prefix_cache) continue;
+    const int64_t full = seq.computed / block_size_;
+    for (int64_t i = seq.published_blocks; i < full; ++i) {
+      const uint64_t parent = i == 0 ? cache_salt_ : BlockHash(seq, i - 1);
+      blocks_.Publish(seq.blocks[i], BlockHash(seq, i), parent,
+                      std::span<const int32_t>(seq.tokens.data() + i * block_size_, static_cast<size_t>(block_size_)));
+    }
+    seq.published_blocks = std::max(seq.published_blocks, full);
+  }
+}
 
 void BatchPlanner::AddWaiting(std::unique_ptr<Sequence> seq) {
   auto pos = std::find_if(waiting_.begin(), waiting_.end(),
@@ -52,7 +95,8 @@ std::vector<uint64_t> BatchPlanner::Expired(Clock::time_point now) const {
 
 void BatchPlanner::Preempt(Sequence& victim) {
   blocks_.Free(victim.blocks);
-  victim.computed = 0;  // recompute prompt + generated tokens on resume
+  victim.computed = 0;  // recompute prompt + generated tokens on resume (what is cached is reused)
+  victim.published_blocks = 0;
   ++victim.preemptions;
   ++preemptions_;
   auto it = std::find_if(running_.begin(), running_.end(),
@@ -112,9 +156,22 @@ std::vector<PlannedChunk> BatchPlanner::Plan() {
   // Admit waiting sequences in precedence order while budget, slots and blocks allow.
   while (budget > 0 && !waiting_.empty() && static_cast<int>(running_.size()) < options_.max_running) {
     Sequence& seq = *waiting_.front();
+    const bool first = seq.scheduled_at == Clock::time_point{};
+    const int64_t hit = MatchPrefix(seq);
     const int64_t n = std::min<int64_t>({seq.pending(), budget, options_.prefill_chunk});
-    if (!EnsureBlocks(seq, n)) break;
-    if (seq.scheduled_at == Clock::time_point{}) seq.scheduled_at = Clock::now();
+    if (!EnsureBlocks(seq, n)) {
+      blocks_.Free(seq.blocks);  // the cached prefix too: it waits holding nothing
+      seq.computed = 0;
+      seq.published_blocks = 0;
+      break;
+    }
+    if (first) {
+      seq.scheduled_at = Clock::now();
+      if (options_.prefix_cache && seq.params.prefix_cache) {
+        prefix_stats_.queried_tokens += seq.prompt_len;
+        prefix_stats_.hit_tokens += std::min<int64_t>(hit, seq.prompt_len);
+      }
+    }
     running_.push_back(std::move(waiting_.front()));
     waiting_.pop_front();
     plan.push_back({running_.back().get(), n});

@@ -23,7 +23,8 @@ struct PlannedChunk {
 
 class BatchPlanner {
  public:
-  BatchPlanner(const SchedulerOptions& options, int64_t num_blocks, int block_size);
+  // `cache_salt` names the model and KV element type in every prefix-cache key.
+  BatchPlanner(const SchedulerOptions& options, int64_t num_blocks, int block_size, uint64_t cache_salt = 0);
 
   // Blocks a sequence of `tokens` tokens needs.
   int64_t BlocksFor(int64_t tokens) const { return (tokens + block_size_ - 1) / block_size_; }
@@ -36,6 +37,10 @@ class BatchPlanner {
   // the plan needs; where they run out, preempts the lowest-precedence running sequence not yet
   // planned (its blocks freed, it waits again and is recomputed later).
   std::vector<PlannedChunk> Plan();
+
+  // After a step has computed `plan`: publishes every block its sequences have filled to the
+  // prefix cache, so later requests (and recomputes) with the same prefix can reuse it.
+  void PublishComputed(const std::vector<PlannedChunk>& plan);
 
   // Takes the sequence out wherever it is and frees its blocks; null when it is unknown
   // (already finished).
@@ -51,9 +56,23 @@ class BatchPlanner {
   const BlockAllocator& blocks() const { return blocks_; }
   uint64_t preemptions() const { return preemptions_; }
 
+  // Prefix-cache figures since the start: prompt tokens looked up at first admission, and how
+  // many of them were found cached.
+  struct PrefixStats {
+    uint64_t queried_tokens = 0;
+    uint64_t hit_tokens = 0;
+  };
+  const PrefixStats& prefix_stats() const { return prefix_stats_; }
+
  private:
   bool EnsureBlocks(Sequence& seq, int64_t num_tokens);
   void Preempt(Sequence& victim);
+  // Takes the cached blocks of seq's longest cached prefix (never its last known token, which
+  // must be computed for its logits, so seq never writes into a shared block); returns the
+  // tokens they hold.
+  int64_t MatchPrefix(Sequence& seq);
+  // Content hash of full block `i` of seq's tokens (the chain: parent's hash, then the ids).
+  uint64_t BlockHash(Sequence& seq, int64_t i) const;
 
   SchedulerOptions options_;
   BlockAllocator blocks_;
@@ -61,6 +80,8 @@ class BatchPlanner {
   std::deque<std::unique_ptr<Sequence>> waiting_;   // in precedence order
   std::vector<std::unique_ptr<Sequence>> running_;  // in precedence order after each Plan
   uint64_t preemptions_ = 0;
+  uint64_t cache_salt_;
+  PrefixStats prefix_stats_;
 };
 
 }  // namespace moeserve

@@ -32,6 +32,7 @@ struct RequestParams {
   int logprobs_top_n = 0;                // 0 = no logprobs
   int priority = 0;                      // higher first
   ExpertBudget budget;                   // serve-time expert budget (default: exact)
+  bool prefix_cache = true;              // may reuse (and publish) cached KV blocks of its prefix
   std::optional<Clock::time_point> deadline;
   Clock::time_point arrival = Clock::now();
 };

@@ -2,9 +2,20 @@
 
 #include <chrono>
 
+#include "absl/hash/hash.h"
 #include "absl/strings/str_cat.h"
 
 namespace moeserve {
+namespace {
+
+// What a cached block's keys and values depend on besides its tokens: the model and the KV
+// element type (one engine per process today; the salt keeps keys honest if that changes).
+uint64_t PrefixCacheSalt(const EngineInfo& info) {
+  return absl::HashOf(info.architecture, info.total_parameters, info.vocab_size, info.num_layers,
+                      static_cast<int>(info.dtype), static_cast<int>(info.kv.dtype), info.kv.block_size);
+}
+
+}  // namespace
 
 Scheduler::Scheduler(Engine* engine, const Tokenizer* tokenizer, const SchedulerOptions& options,
                      SchedulerObserver* observer)
@@ -14,7 +25,7 @@ Scheduler::Scheduler(Engine* engine, const Tokenizer* tokenizer, const Scheduler
       num_blocks_(engine->info().kv.num_blocks),
       block_size_(engine->info().kv.block_size),
       tokenizer_(tokenizer),
-      planner_(options, engine->info().kv.num_blocks, engine->info().kv.block_size),
+      planner_(options, engine->info().kv.num_blocks, engine->info().kv.block_size, PrefixCacheSalt(engine->info())),
       processor_(engine->info(), tokenizer, observer, options.debug_nan_request_prefix) {
   PublishStats();
 }
@@ -133,6 +144,8 @@ void Scheduler::RunOnce() {
   TakeInbox();
   for (uint64_t id : planner_.Expired(Clock::now())) Finish(id, FinishReason::kDeadline);
   const uint64_t preempted_before = planner_.preemptions();
+  const BatchPlanner::PrefixStats prefix_before = planner_.prefix_stats();
+  const uint64_t evictions_before = planner_.blocks().evictions();
   const std::vector<PlannedChunk> plan = planner_.Plan();
   PublishStats();
   if (!plan.empty()) {
@@ -140,14 +153,20 @@ void Scheduler::RunOnce() {
     const ForwardBatch batch = processor_.BuildBatch(plan);
     const absl::Status status = engine_->Forward(batch, &output_);
     StepOutcome outcome = processor_.Process(plan, batch, status, output_);
+    if (status.ok()) planner_.PublishComputed(plan);
     // Final events: the last token's event carries the finish reason and the stats.
     for (auto& [id, event] : outcome.finished) {
       std::unique_ptr<Sequence> seq = planner_.Remove(id);
       if (seq != nullptr) processor_.EndSequence(*seq, std::move(event));
     }
     if (observer_) {
-      observer_->OnStep(processor_.Report(plan, outcome, planner_, planner_.preemptions() - preempted_before,
-                                          std::chrono::duration<double>(Clock::now() - start).count()));
+      StepReport report = processor_.Report(plan, outcome, planner_, planner_.preemptions() - preempted_before,
+                                            std::chrono::duration<double>(Clock::now() - start).count());
+      report.prefix_queried_tokens = planner_.prefix_stats().queried_tokens - prefix_before.queried_tokens;
+      report.prefix_hit_tokens = planner_.prefix_stats().hit_tokens - prefix_before.hit_tokens;
+      report.prefix_evictions = planner_.blocks().evictions() - evictions_before;
+      report.prefix_cached_blocks = planner_.blocks().cached_blocks();
+      observer_->OnStep(report);
     }
   }
   PublishStats();

@@ -21,6 +21,12 @@ struct StepReport {
   int waiting = 0;
   double kv_usage = 0;
   int preemptions = 0;        // in this step
+  // Prefix cache: prompt tokens looked up and found at first admission in this step, cached
+  // blocks evicted in this step, and the cached blocks now.
+  uint64_t prefix_queried_tokens = 0;
+  uint64_t prefix_hit_tokens = 0;
+  uint64_t prefix_evictions = 0;
+  int64_t prefix_cached_blocks = 0;
 };
 
 class SchedulerObserver {

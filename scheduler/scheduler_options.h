@@ -17,6 +17,9 @@ struct SchedulerOptions {
   int kv_block_size = 16;
   int64_t kv_blocks = 0;
   int64_t kv_memory_mb = 512;
+  // Reuse the KV blocks of prompt prefixes seen before (full blocks, keyed by a hash chain over
+  // the model and the token ids); requests may opt out.
+  bool prefix_cache = true;
   // Fault injection, for tests and drills only: a pause after every step (makes timing-based
   // behaviour such as deadlines and draining observable on a fast model), and NaN logits for
   // every request whose request_id starts with this prefix (a model fault in one sequence).

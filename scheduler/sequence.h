@@ -40,6 +40,10 @@ struct Sequence {
   int prompt_len;
   int64_t computed = 0;         // tokens whose keys/values are in the cache
   std::vector<int32_t> blocks;  // KV block table
+  // Prefix cache: content hashes of the first full blocks of `tokens` (a function of the tokens
+  // alone, so they survive preemption), and how many of `blocks` are published to the cache.
+  std::vector<uint64_t> block_hashes;
+  int64_t published_blocks = 0;
   Sampler sampler;              // keeps its RNG state across preemption: same tokens on resume
   StreamingDetokenizer detokenizer;
   StopMatcher stop;

@@ -46,10 +46,17 @@ grpc::Status AccessControl::Authenticate(const grpc::CallbackServerContext& cont
   if (token_.empty()) return grpc::Status::OK;
   const auto& metadata = context.client_metadata();
   auto it = metadata.find("authorization");
-  if (it == metadata.end()) {
+  if (it == metadata.end()) return AuthenticateHeader(nullptr);
+  const std::string value(it->second.data(), it->second.size());
+  return AuthenticateHeader(&value);
+}
+
+grpc::Status AccessControl::AuthenticateHeader(const std::string* authorization) const {
+  if (token_.empty()) return grpc::Status::OK;
+  if (authorization == nullptr) {
     return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "missing authorization metadata (Bearer token)");
   }
-  const std::string value(it->second.data(), it->second.size());
+  const std::string& value = *authorization;
   constexpr char kPrefix[] = "Bearer ";
   const bool has_prefix = value.rfind(kPrefix, 0) == 0;
   const std::string presented = has_prefix ? value.substr(sizeof(kPrefix) - 1) : "";

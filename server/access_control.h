@@ -22,6 +22,8 @@ class AccessControl {
 
   // OK, or UNAUTHENTICATED when a token is required and the call lacks the right one.
   grpc::Status Authenticate(const grpc::CallbackServerContext& context) const;
+  // The same check on an Authorization header's value (HTTP API); null = header absent.
+  grpc::Status AuthenticateHeader(const std::string* authorization) const;
 
   // The key a call is counted under: the bearer token's holder is not known, so the peer
   // address (without port) identifies a client.

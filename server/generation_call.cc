@@ -85,7 +85,8 @@ void GenerationCall::Reject(const grpc::Status& status) {
 void GenerationCall::Start(std::shared_ptr<GenerationCall> self, RequestParams params) {
   const auto deadline = context_->deadline();
   if (deadline != std::chrono::system_clock::time_point::max()) {
-    params.deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(deadline - std::chrono::system_clock::now());
+    params.deadline =
+        Clock::now() + std::chrono::duration_cast<Clock::duration>(deadline - std::chrono::system_clock::now());
   }
   auto handle = scheduler_->Enqueue(std::move(params), self);
   if (!handle.ok()) {
@@ -149,7 +150,8 @@ void GenerationCall::Merge(v1::GenerateResponse& into, v1::GenerateResponse&& ch
 void GenerationCall::OnEvent(TokenEvent event) {
   const bool last = event.finish != FinishReason::kNone;
   grpc::Status status = grpc::Status::OK;
-  if (event.finish == FinishReason::kDeadline) status = grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "deadline exceeded");
+  if (event.finish == FinishReason::kDeadline)
+    status = grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "deadline exceeded");
   v1::GenerateResponse chunk = ToResponse(event);
   Action action;
   {

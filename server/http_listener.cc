@@ -24,10 +24,19 @@ absl::StatusOr<std::pair<std::string, int>> SplitHostPort(const std::string& key
 
 absl::StatusOr<std::unique_ptr<HttpListener>> HttpListener::Start(const std::string& key, const std::string& listen,
                                                                   const std::function<void(httplib::Server&)>& routes,
-                                                                  int threads) {
+                                                                  int threads, const HttpTlsFiles& tls) {
   ASSIGN_OR_RETURN(const auto host_port, SplitHostPort(key, listen));
   std::unique_ptr<HttpListener> l(new HttpListener());
-  l->server_ = std::make_unique<httplib::Server>();
+  if (tls.cert_file.empty()) {
+    l->server_ = std::make_unique<httplib::Server>();
+  } else {
+    l->server_ = std::make_unique<httplib::SSLServer>(
+        tls.cert_file.c_str(), tls.key_file.c_str(), tls.client_ca_file.empty() ? nullptr : tls.client_ca_file.c_str());
+    if (!l->server_->is_valid()) {
+      return absl::InvalidArgumentError(absl::StrCat(key, ": cannot load the TLS certificate, key or client CA (",
+                                                     tls.cert_file, ", ", tls.key_file, ")"));
+    }
+  }
   // cpp-httplib's default pool is max(8, cores - 1) threads; a scrape endpoint needs few.
   l->server_->new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
   routes(*l->server_);

@@ -23,13 +23,22 @@ class Server;
 
 namespace moeserve {
 
+// HTTPS for a listener: PEM files; an empty cert_file means plain HTTP. client_ca_file set =
+// client certificates required and verified against it.
+struct HttpTlsFiles {
+  std::string cert_file;
+  std::string key_file;
+  std::string client_ca_file;
+};
+
 class HttpListener {
  public:
   // Binds `listen` ("host:port", "[v6]:port"; port 0 picks a free one), lets `routes` register
-  // its handlers, and starts serving with `threads` workers. Errors name `key` (the config key).
+  // its handlers, and starts serving with `threads` workers (HTTPS when `tls` has a
+  // certificate). Errors name `key` (the config key).
   static absl::StatusOr<std::unique_ptr<HttpListener>> Start(const std::string& key, const std::string& listen,
                                                              const std::function<void(httplib::Server&)>& routes,
-                                                             int threads = 2);
+                                                             int threads = 2, const HttpTlsFiles& tls = {});
   ~HttpListener();  // stops serving and joins
 
   int port() const { return port_; }

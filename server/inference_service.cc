@@ -8,15 +8,8 @@ namespace moeserve {
 
 InferenceService::InferenceService(const ServerConfig* config, Engine* engine, const Tokenizer* tokenizer,
                                    Scheduler* scheduler, AccessControl* access)
-    : config_(config), engine_(engine), tokenizer_(tokenizer), scheduler_(scheduler), access_(access) {
-  limits_.vocab_size = engine->info().vocab_size;
-  limits_.max_context = engine->info().max_context;
-  limits_.default_max_new_tokens = config->server.default_max_new_tokens;
-  limits_.max_new_tokens_limit = config->server.max_new_tokens_limit;
-  limits_.max_prompt_tokens = config->server.max_prompt_tokens;
-  limits_.eos_token_ids = engine->info().eos_token_ids;
-  limits_.default_budget = config->model.expert_budget;
-}
+    : config_(config), engine_(engine), tokenizer_(tokenizer), scheduler_(scheduler), access_(access),
+      limits_(MakeValidationLimits(*config, engine->info())) {}
 
 std::string InferenceService::RequestId(const v1::GenerateRequest& request) {
   if (!request.request_id().empty()) return request.request_id();

@@ -46,6 +46,13 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentials(const
   return grpc::SslServerCredentials(options);
 }
 
+// Write then rename, so a reader never sees a partial file.
+void WritePortFile(const std::string& path, int port) {
+  const std::string tmp = path + ".tmp";
+  std::ofstream(tmp) << port << "\n";
+  std::rename(tmp.c_str(), path.c_str());
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<ModelServer>> ModelServer::Start(const ServerConfig& config) {
@@ -74,7 +81,8 @@ absl::StatusOr<std::unique_ptr<ModelServer>> ModelServer::Start(const ServerConf
   if (!config.metrics.listen.empty()) {
     ASSIGN_OR_RETURN(s->metrics_, ServingMetrics::Create(config, *s->engine_));
   }
-  s->scheduler_ = std::make_unique<Scheduler>(s->engine_.get(), s->tokenizer_.get(), config.scheduler, s->metrics_.get());
+  s->scheduler_ =
+      std::make_unique<Scheduler>(s->engine_.get(), s->tokenizer_.get(), config.scheduler, s->metrics_.get());
   ASSIGN_OR_RETURN(s->access_, AccessControl::Create(config.server.auth, config.server.max_concurrent_per_client));
   s->service_ = std::make_unique<InferenceService>(&s->config_, s->engine_.get(), s->tokenizer_.get(),
                                                    s->scheduler_.get(), s->access_.get());
@@ -98,16 +106,19 @@ absl::StatusOr<std::unique_ptr<ModelServer>> ModelServer::Start(const ServerConf
     return absl::UnavailableError(absl::StrCat("cannot listen on ", config.server.listen));
   }
   SetHealth(s->server_.get(), false);
+  // An empty http.listen turns the OpenAI-compatible API off.
+  if (!config.http.listen.empty()) {
+    ASSIGN_OR_RETURN(s->openai_, OpenAiApi::Start({&s->config_, &s->engine_->info(), s->tokenizer_.get(),
+                                                   s->scheduler_.get(), s->access_.get()}));
+  }
   RETURN_IF_ERROR(s->WarmUp());
   s->engine_->set_observer(s->metrics_.get());  // after warm-up: count only real traffic
   s->scheduler_->Start();
   SetHealth(s->server_.get(), true);
-  if (!config.server.port_file.empty()) {
-    // Write then rename, so a reader never sees a partial file.
-    const std::string tmp = config.server.port_file + ".tmp";
-    std::ofstream(tmp) << s->port_ << "\n";
-    std::rename(tmp.c_str(), config.server.port_file.c_str());
-  }
+  if (s->openai_) s->openai_->set_serving(true);
+  // The HTTP port file first: whoever waits for server.port_file finds both.
+  if (s->openai_ && !config.http.port_file.empty()) WritePortFile(config.http.port_file, s->openai_->port());
+  if (!config.server.port_file.empty()) WritePortFile(config.server.port_file, s->port_);
   return s;
 }
 
@@ -125,6 +136,7 @@ void ModelServer::Shutdown() {
   if (shut_down_ || server_ == nullptr) return;  // never started (Start failed part-way)
   shut_down_ = true;
   SetHealth(server_.get(), false);
+  if (openai_) openai_->set_serving(false);
   scheduler_->Drain();
   const auto grace = std::chrono::steady_clock::now() +
                      std::chrono::milliseconds(static_cast<int64_t>(config_.server.grace_period_s * 1000));
@@ -137,6 +149,7 @@ void ModelServer::Shutdown() {
   while (!scheduler_->Idle() && std::chrono::steady_clock::now() < flush) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
+  openai_.reset();  // its workers have seen their final events; joins them
   server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   scheduler_->Stop();
 }

@@ -21,6 +21,18 @@ bool InRange(float v, float lo, float hi) { return std::isfinite(v) && v >= lo &
 
 }  // namespace
 
+ValidationLimits MakeValidationLimits(const ServerConfig& config, const EngineInfo& info) {
+  ValidationLimits limits;
+  limits.vocab_size = info.vocab_size;
+  limits.max_context = info.max_context;
+  limits.default_max_new_tokens = config.server.default_max_new_tokens;
+  limits.max_new_tokens_limit = config.server.max_new_tokens_limit;
+  limits.max_prompt_tokens = config.server.max_prompt_tokens;
+  limits.eos_token_ids = info.eos_token_ids;
+  limits.default_budget = config.model.expert_budget;
+  return limits;
+}
+
 absl::StatusOr<RequestParams> ValidateGenerateRequest(const v1::GenerateRequest& r, const Tokenizer* tokenizer,
                                                       const ValidationLimits& limits) {
   RequestParams p;
@@ -109,7 +121,8 @@ absl::StatusOr<RequestParams> ValidateGenerateRequest(const v1::GenerateRequest&
   for (int i = 0; i < r.stop_token_ids_size(); ++i) {
     const int32_t id = r.stop_token_ids(i);
     if (id < 0 || id >= limits.vocab_size) {
-      return Bad(absl::StrCat("stop_token_ids[", i, "]"), absl::StrCat(id, " is out of range [0, ", limits.vocab_size, ")"));
+      return Bad(absl::StrCat("stop_token_ids[", i, "]"),
+                 absl::StrCat(id, " is out of range [0, ", limits.vocab_size, ")"));
     }
     p.stop_token_ids.push_back(id);
   }
@@ -125,15 +138,15 @@ absl::StatusOr<RequestParams> ValidateGenerateRequest(const v1::GenerateRequest&
   }
   p.request_id = r.request_id();
   p.priority = r.priority();
+  p.prefix_cache = !r.skip_prefix_cache();
   p.budget = limits.default_budget;
   if (r.has_expert_budget()) {
     const v1::ExpertBudget& b = r.expert_budget();
     if (!std::isfinite(b.min_weight()) || b.min_weight() < 0) return Bad("expert_budget.min_weight", "must be >= 0");
     if (!std::isfinite(b.k_scale()) || b.k_scale() < 0) return Bad("expert_budget.k_scale", "must be > 0 (0 = unset)");
     if (b.max_experts() > 1 << 16) return Bad("expert_budget.max_experts", "is implausibly large");
-    if (b.min_weight() > 0) p.budget.min_weight = b.min_weight();
-    if (b.k_scale() > 0) p.budget.k_scale = b.k_scale();
-    if (b.max_experts() > 0) p.budget.max_experts = static_cast<int>(b.max_experts());
+    p.budget = OverrideExpertBudget(limits.default_budget, b.min_weight(), b.k_scale(),
+                                    static_cast<int>(b.max_experts()));
   }
   return p;
 }

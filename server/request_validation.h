@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "engine/engine_info.h"
 #include "engine/tokenizer.h"
 #include "moeserve/v1/inference.pb.h"
 #include "scheduler/request.h"
@@ -22,6 +23,10 @@ struct ValidationLimits {
   std::vector<int64_t> eos_token_ids;
   ExpertBudget default_budget;  // model.expert_budget; request fields override it
 };
+
+// The limits of the server's configuration and the model's facts; every front end (gRPC, the
+// OpenAI-compatible HTTP API) validates against these, so both enforce the same bounds.
+ValidationLimits MakeValidationLimits(const ServerConfig& config, const EngineInfo& info);
 
 absl::StatusOr<RequestParams> ValidateGenerateRequest(const v1::GenerateRequest& request, const Tokenizer* tokenizer,
                                                       const ValidationLimits& limits);

@@ -9,6 +9,7 @@
 #include "absl/strings/str_split.h"
 #include "engine/backend/cuda/cuda_forward.h"
 #include "common/status_macros.h"
+#include "server/openai/chat_template.h"
 #include "yaml-cpp/yaml.h"
 
 namespace moeserve {
@@ -139,20 +140,29 @@ absl::Status Apply(const YAML::Node& root, const std::string& label, ServerConfi
       {"model",
        {{"path", Field(&c.model.path, label)},
         {"dtype", OneOf<DType>(&c.model.dtype, label,
-                               {{"f32", DType::kF32}, {"bf16", DType::kBF16}, {"f16", DType::kF16}, {"int8", DType::kI8},
-                                {"fp32", DType::kF32}, {"float32", DType::kF32}, {"bfloat16", DType::kBF16},
-                                {"fp16", DType::kF16}, {"float16", DType::kF16}, {"i8", DType::kI8}},
+                               {{"f32", DType::kF32},
+                                {"bf16", DType::kBF16},
+                                {"f16", DType::kF16},
+                                {"int8", DType::kI8},
+                                {"fp32", DType::kF32},
+                                {"float32", DType::kF32},
+                                {"bfloat16", DType::kBF16},
+                                {"fp16", DType::kF16},
+                                {"float16", DType::kF16},
+                                {"i8", DType::kI8}},
                                4)},
-        {"kv_dtype", OneOf<std::optional<DType>>(&c.model.kv_dtype, label,
-                                                 {{"auto", std::nullopt}, {"f32", DType::kF32}, {"bf16", DType::kBF16}}, 3)},
-        {"backend", OneOf<BackendChoice>(
-                        &c.model.backend, label,
-                        {{"auto", BackendChoice::kAuto}, {"cpu", BackendChoice::kCpu}, {"cuda", BackendChoice::kCuda}}, 3,
-                        [](const BackendChoice& b) {
-                          return b != BackendChoice::kCuda || CudaBackendBuilt()
-                                     ? std::string()
-                                     : std::string("cuda is not built in this binary (MOESERVE_CUDA=OFF); use cpu or auto");
-                        })},
+        {"kv_dtype",
+         OneOf<std::optional<DType>>(&c.model.kv_dtype, label,
+                                     {{"auto", std::nullopt}, {"f32", DType::kF32}, {"bf16", DType::kBF16}}, 3)},
+        {"backend",
+         OneOf<BackendChoice>(
+             &c.model.backend, label,
+             {{"auto", BackendChoice::kAuto}, {"cpu", BackendChoice::kCpu}, {"cuda", BackendChoice::kCuda}}, 3,
+             [](const BackendChoice& b) {
+               return b != BackendChoice::kCuda || CudaBackendBuilt()
+                          ? std::string()
+                          : std::string("cuda is not built in this binary (MOESERVE_CUDA=OFF); use cpu or auto");
+             })},
         {"threads", Field<int>(&c.model.threads, label, AtLeast(0))},
         {"dense_experts", Field(&c.model.dense_experts, label)},
         {"expert_budget",
@@ -170,10 +180,21 @@ absl::Status Apply(const YAML::Node& root, const std::string& label, ServerConfi
         {"kv_block_size", Field<int>(&c.scheduler.kv_block_size, label, AtLeast(1))},
         {"kv_blocks", Field<int64_t>(&c.scheduler.kv_blocks, label, AtLeast64(0))},
         {"kv_memory_mb", Field<int64_t>(&c.scheduler.kv_memory_mb, label, AtLeast64(1))},
+        {"prefix_cache", Field(&c.scheduler.prefix_cache, label)},
         {"debug_step_delay_ms", Field<int>(&c.scheduler.debug_step_delay_ms, label, AtLeast(0))},
         {"debug_nan_request_prefix", Field(&c.scheduler.debug_nan_request_prefix, label)}}},
-      {"metrics",
-       {{"listen", Field(&c.metrics.listen, label)}, {"per_expert", Field(&c.metrics.per_expert, label)}}},
+      {"metrics", {{"listen", Field(&c.metrics.listen, label)}, {"per_expert", Field(&c.metrics.per_expert, label)}}},
+      {"http",
+       {{"listen", Field(&c.http.listen, label)},
+        {"threads", Field<int>(&c.http.threads, label, AtLeast(1))},
+        {"port_file", Field(&c.http.port_file, label)},
+        {"served_model_name", Field(&c.http.served_model_name, label)},
+        {"chat_template", Field<std::string>(&c.http.chat_template, label,
+                                             [](const std::string& t) {
+                                               const auto parsed = ChatTemplate::Parse(t);
+                                               return parsed.ok() ? std::string()
+                                                                  : std::string(parsed.status().message());
+                                             })}}},
   };
   for (const auto& kv : root) {
     const std::string name = kv.first.as<std::string>();
@@ -226,7 +247,8 @@ absl::StatusOr<ServerConfig> ParseServerConfig(const std::string& yaml_text, con
       return absl::InvalidArgumentError(absl::StrCat("--set \"", o, "\": ", e.what()));
     }
   }
-  if (config.model.path.empty()) return absl::InvalidArgumentError("config key model.path: required (the model directory)");
+  if (config.model.path.empty())
+    return absl::InvalidArgumentError("config key model.path: required (the model directory)");
   const TlsSection& tls = config.server.tls;
   if (tls.cert_file.empty() != tls.key_file.empty()) {
     return absl::InvalidArgumentError("config keys server.tls.cert_file and server.tls.key_file: set both or neither");

@@ -1,4 +1,4 @@
-// The server's YAML configuration (sections server, model, scheduler, metrics) with
+// The server's YAML configuration (sections server, model, scheduler, metrics, http) with
 // command-line overrides of single keys. Every error names the key path and, when the value
 // came from the file, its line.
 #ifndef MOESERVE_SERVER_SERVER_CONFIG_H_
@@ -58,11 +58,24 @@ struct MetricsSection {
   bool per_expert = true;
 };
 
+// The OpenAI-compatible HTTP API (server/openai/). Auth, TLS and per-client limits are the
+// server section's.
+struct HttpSection {
+  std::string listen = "0.0.0.0:8000";  // empty = the HTTP API off
+  int threads = 16;                     // workers; each open stream holds one
+  std::string port_file;                // when set, the bound port is written here (port 0 in tests)
+  std::string served_model_name;        // the `model` id clients use; empty = model.path's last part
+  // "chatml" or a format string with {role} and {content} (see server/openai/chat_template.h);
+  // empty = the model directory's chat_template.txt when present, else chatml.
+  std::string chat_template;
+};
+
 struct ServerConfig {
   ServerSection server;
   ModelSection model;
   SchedulerOptions scheduler;
   MetricsSection metrics;
+  HttpSection http;
 };
 
 // Parses YAML text (`label` names it in errors), then applies overrides "section.key=value"

@@ -168,8 +168,13 @@ void ServingMetrics::BuildSeries(const ServerConfig& config, const Engine& engin
                        .Help("Tokens processed per engine step.")
                        .Register(r)
                        .Add({}, PowersOfTwo(16384));
-  running_ = &prometheus::BuildGauge().Name("moeserve_num_requests_running").Help("Requests holding KV blocks.").Register(r).Add({});
-  waiting_ = &prometheus::BuildGauge().Name("moeserve_num_requests_waiting").Help("Requests queued.").Register(r).Add({});
+  running_ = &prometheus::BuildGauge()
+                  .Name("moeserve_num_requests_running")
+                  .Help("Requests holding KV blocks.")
+                  .Register(r)
+                  .Add({});
+  waiting_ =
+      &prometheus::BuildGauge().Name("moeserve_num_requests_waiting").Help("Requests queued.").Register(r).Add({});
   kv_usage_ = &prometheus::BuildGauge()
                    .Name("moeserve_kv_cache_usage_ratio")
                    .Help("Fraction of KV cache blocks in use.")
@@ -190,7 +195,30 @@ void ServingMetrics::BuildSeries(const ServerConfig& config, const Engine& engin
                       .Help("Sequences preempted (KV blocks freed, recomputed later).")
                       .Register(r)
                       .Add({});
-  requests_ = &prometheus::BuildCounter().Name("moeserve_requests_total").Help("Finished requests by finish reason.").Register(r);
+  prefix_queried_ = &prometheus::BuildCounter()
+                        .Name("moeserve_prefix_cache_queried_tokens_total")
+                        .Help("Prompt tokens looked up in the prefix cache (first admission).")
+                        .Register(r)
+                        .Add({});
+  prefix_hits_ = &prometheus::BuildCounter()
+                      .Name("moeserve_prefix_cache_hit_tokens_total")
+                      .Help("Prompt tokens whose KV blocks came from the prefix cache (not computed, not routed).")
+                      .Register(r)
+                      .Add({});
+  prefix_evictions_ = &prometheus::BuildCounter()
+                           .Name("moeserve_prefix_cache_evictions_total")
+                           .Help("Cached KV blocks evicted to make room.")
+                           .Register(r)
+                           .Add({});
+  prefix_blocks_ = &prometheus::BuildGauge()
+                        .Name("moeserve_prefix_cache_blocks")
+                        .Help("KV blocks holding cached prefix content (in use or idle).")
+                        .Register(r)
+                        .Add({});
+  requests_ = &prometheus::BuildCounter()
+                   .Name("moeserve_requests_total")
+                   .Help("Finished requests by finish reason.")
+                   .Register(r);
   for (const char* reason : {"length", "stop_token", "stop_sequence", "cancelled", "deadline", "error"}) {
     requests_->Add({{"finish_reason", reason}});  // present at 0 from the start
   }
@@ -263,6 +291,10 @@ void ServingMetrics::OnStep(const StepReport& report) {
   if (report.prompt_tokens > 0) prompt_tokens_->Increment(report.prompt_tokens);
   if (report.generated_tokens > 0) generation_tokens_->Increment(report.generated_tokens);
   if (report.preemptions > 0) preemptions_->Increment(report.preemptions);
+  if (report.prefix_queried_tokens > 0) prefix_queried_->Increment(static_cast<double>(report.prefix_queried_tokens));
+  if (report.prefix_hit_tokens > 0) prefix_hits_->Increment(static_cast<double>(report.prefix_hit_tokens));
+  if (report.prefix_evictions > 0) prefix_evictions_->Increment(static_cast<double>(report.prefix_evictions));
+  prefix_blocks_->Set(static_cast<double>(report.prefix_cached_blocks));
 }
 
 void ServingMetrics::OnState(int running, int waiting, double kv_usage) {

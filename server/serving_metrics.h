@@ -75,6 +75,8 @@ class ServingMetrics final : public EngineObserver, public SchedulerObserver {
   std::vector<prometheus::Histogram*> step_seconds_;  // by StepPhase
   prometheus::Gauge *running_ = nullptr, *waiting_ = nullptr, *kv_usage_ = nullptr;
   prometheus::Counter *prompt_tokens_ = nullptr, *generation_tokens_ = nullptr, *preemptions_ = nullptr;
+  prometheus::Counter *prefix_queried_ = nullptr, *prefix_hits_ = nullptr, *prefix_evictions_ = nullptr;
+  prometheus::Gauge* prefix_blocks_ = nullptr;
   prometheus::Family<prometheus::Counter>* requests_ = nullptr;
   std::shared_ptr<prometheus::Collectable> process_;
 };

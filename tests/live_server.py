@@ -30,7 +30,8 @@ class LiveServer:
         self.dir = tempfile.TemporaryDirectory(prefix="moeserve-live-")
         port_file = os.path.join(self.dir.name, "port")
         settings = [f"model.path={self.model}", "server.listen=127.0.0.1:0", f"server.port_file={port_file}",
-                    f"metrics.listen={self.metrics_listen}", "server.grace_period_s=10"] + self.overrides
+                    f"metrics.listen={self.metrics_listen}", "server.grace_period_s=10",
+                    "http.listen="] + self.overrides  # the OpenAI HTTP API's default port 8000 may be taken
         self.log = open(os.path.join(self.dir.name, "server.log"), "w+")
         self.proc = subprocess.Popen([self.binary, "--set", ",".join(settings)], stdout=self.log,
                                      stderr=subprocess.STDOUT)

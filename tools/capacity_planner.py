@@ -25,8 +25,10 @@ import json
 import math
 import os
 import re
-import struct
 import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "py"))
+import safetensors_io as st  # noqa: E402
 
 GIB = 2**30
 GB = 1e9
@@ -204,43 +206,28 @@ def tensors_from_config(c):
     return out
 
 
-def read_header(path):
-    try:
-        with open(path, "rb") as f:
-            n = struct.unpack("<Q", f.read(8))[0]
-            if n > 100 << 20:
-                raise PlanError(f"{path}: safetensors header of {n} bytes is implausible")
-            return json.loads(f.read(n)), 8 + n
-    except (OSError, struct.error, ValueError) as e:
-        raise PlanError(f"{path}: not a readable safetensors file ({e})")
-
-
 def tensors_from_safetensors(model_dir):
-    """Exact tensors from the header(s); roles by name. None when there are no weights."""
-    index = os.path.join(model_dir, "model.safetensors.index.json")
-    files = [os.path.join(model_dir, "model.safetensors")]
-    if os.path.exists(index):
-        with open(index) as f:
-            files = [os.path.join(model_dir, x) for x in sorted(set(json.load(f)["weight_map"].values()))]
-    elif not os.path.exists(files[0]):
+    """Exact tensors from the validated header(s) (tools/py/safetensors_io.py); roles by name.
+    None when there are no weights."""
+    if not any(os.path.exists(os.path.join(model_dir, f)) for f in (st.INDEX_NAME, st.SINGLE_NAME)):
         return None, {}
+    try:
+        headers = st.read_model_headers(model_dir)
+    except st.SafetensorsError as e:
+        raise PlanError(f"{model_dir}: not a readable safetensors checkpoint ({e})")
     out, raw = [], {}
-    for path in files:
-        header, base = read_header(path)
-        for name, info in header.items():
-            if name == "__metadata__":
-                continue
-            mo = re.match(r"model\.layers\.(\d+)\.", name)
-            if name in ("model.embed_tokens.weight", "model.embed_positions.weight"):
-                role = "embed"
-            elif name == "lm_head.weight":
-                role = "head"
-            elif re.search(r"\.mlp\.(expert_(up|gate|down)_proj|experts)\.", name):
-                role = "expert"
-            else:
-                role = "dense"
-            out.append(T(name, info["shape"], role, int(mo.group(1)) if mo and role == "expert" else None))
-            raw[name] = (path, base, info)
+    for name, (fname, _, shape) in headers.items():
+        mo = re.match(r"model\.layers\.(\d+)\.", name)
+        if name in ("model.embed_tokens.weight", "model.embed_positions.weight"):
+            role = "embed"
+        elif name == "lm_head.weight":
+            role = "head"
+        elif re.search(r"\.mlp\.(expert_(up|gate|down)_proj|experts)\.", name):
+            role = "expert"
+        else:
+            role = "dense"
+        out.append(T(name, list(shape), role, int(mo.group(1)) if mo and role == "expert" else None))
+        raw[name] = os.path.join(model_dir, fname)
     # Expert tensors carry the layer index; renumber as MoE ordinals j.
     layers = sorted({t["moe"] for t in out if t["role"] == "expert"})
     for t in out:
@@ -250,20 +237,11 @@ def tensors_from_safetensors(model_dir):
 
 
 def read_vector(raw, name):
-    """A small tensor's values as floats (F32, F16, BF16)."""
-    path, base, info = raw[name]
-    b, e = info["data_offsets"]
-    with open(path, "rb") as f:
-        f.seek(base + b)
-        data = f.read(e - b)
-    if info["dtype"] == "F32":
-        return list(struct.unpack(f"<{len(data) // 4}f", data))
-    if info["dtype"] == "F16":
-        return list(struct.unpack(f"<{len(data) // 2}e", data))
-    if info["dtype"] == "BF16":
-        halves = struct.unpack(f"<{len(data) // 2}H", data)
-        return [struct.unpack("<f", struct.pack("<I", h << 16))[0] for h in halves]
-    raise PlanError(f"{name}: dtype {info['dtype']} not readable")
+    """A small tensor's values as floats."""
+    try:
+        return [float(x) for x in st.load_file(raw[name], names={name})[name].ravel()]
+    except st.SafetensorsError as e:
+        raise PlanError(f"{name}: {e}")
 
 
 def softmoe_k(c, raw, Lm):

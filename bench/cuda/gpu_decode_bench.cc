@@ -1,10 +1,13 @@
 // CUDA backend benchmark (issue 7 §5): decode tokens/s at several batch sizes, prefill tokens/s,
-// sparse vs --dense-experts in the same process, MoE-layer time, and the HBM roofline fraction
-// for the weight bytes actually read (ForwardOutput::weight_bytes_read) against the device's
-// measured copy bandwidth. Prints a markdown table with the device name.
+// sparse with and without CUDA graphs (MOESERVE_CUDA_GRAPHS=0 for the second engine) and
+// --dense-experts in the same process, MoE-layer time (device time between the backend's
+// per-layer events), and the HBM roofline fraction for the weight bytes actually read
+// (ForwardOutput::weight_bytes_read) against the device's measured copy bandwidth. Prints a
+// markdown table with the device name.
 //
 //   gpu_decode_bench --model DIR [--batches 1,8,32,64] [--prompt_len 32] [--steps 64] [--runs 3]
 #include <cuda_runtime.h>
+#include <stdlib.h>
 
 #include <algorithm>
 #include <chrono>
@@ -68,7 +71,7 @@ struct Result {
 
 // B sequences of prompt_len tokens, prefilled together, then `steps` greedy decode steps.
 Result Decode(Engine& e, int B, int prompt_len, int steps, int runs) {
-  const int bs = e.kv_shape().block_size;
+  const int bs = e.info().kv.block_size;
   const int per_seq = (prompt_len + steps + bs - 1) / bs;
   std::vector<std::vector<int32_t>> tables(B), prompts(B);
   for (int s = 0; s < B; ++s) {
@@ -131,7 +134,7 @@ Result Decode(Engine& e, int B, int prompt_len, int steps, int runs) {
 }
 
 double Prefill(Engine& e, int tokens, int runs) {
-  const int bs = e.kv_shape().block_size;
+  const int bs = e.info().kv.block_size;
   std::vector<int32_t> table((tokens + bs - 1) / bs), prompt(tokens);
   for (size_t i = 0; i < table.size(); ++i) table[i] = static_cast<int32_t>(i);
   for (int i = 0; i < tokens; ++i) prompt[i] = 1 + (i * 29) % 1000;
@@ -153,7 +156,8 @@ double Prefill(Engine& e, int tokens, int runs) {
 int Main() {
   const std::string model = absl::GetFlag(FLAGS_model);
   std::vector<int> batches;
-  for (absl::string_view b : absl::StrSplit(absl::GetFlag(FLAGS_batches), ',')) batches.push_back(std::stoi(std::string(b)));
+  for (absl::string_view b : absl::StrSplit(absl::GetFlag(FLAGS_batches), ','))
+    batches.push_back(std::stoi(std::string(b)));
   const int prompt_len = absl::GetFlag(FLAGS_prompt_len), steps = absl::GetFlag(FLAGS_steps);
   const int runs = absl::GetFlag(FLAGS_runs), prefill_tokens = absl::GetFlag(FLAGS_prefill_tokens);
   const int max_b = *std::max_element(batches.begin(), batches.end());
@@ -167,7 +171,19 @@ int Main() {
               prop.minor, bw, model.c_str());
   std::printf("| mode | batch | decode tok/s | MB read / step | roofline steps/s | fraction | MoE ms / step |\n");
   std::printf("| --- | --- | --- | --- | --- | --- | --- |\n");
-  for (bool dense : {false, true}) {
+  struct Mode {
+    const char* name;
+    bool dense, graphs;
+  };
+  for (const Mode& mode : {Mode{"sparse, graphs", false, true}, Mode{"sparse, no graphs", false, false},
+                           Mode{"dense-experts, graphs", true, true}}) {
+    const bool dense = mode.dense;
+    // The backend reads MOESERVE_CUDA_GRAPHS when it is created.
+    if (mode.graphs) {
+      unsetenv("MOESERVE_CUDA_GRAPHS");
+    } else {
+      setenv("MOESERVE_CUDA_GRAPHS", "0", 1);
+    }
     EngineOptions o;
     o.model_dir = model;
     o.backend = BackendChoice::kCuda;
@@ -183,11 +199,11 @@ int Main() {
       const Result r = Decode(**e, B, prompt_len, steps, runs);
       const double roofline = bw * 1e9 / r.bytes_per_step;
       const double steps_per_s = r.tokens_per_s / B;
-      std::printf("| %s | %d | %.1f | %.2f | %.1f | %.1f %% | %.3f |\n", dense ? "dense-experts" : "sparse", B,
+      std::printf("| %s | %d | %.1f | %.2f | %.1f | %.1f %% | %.3f |\n", mode.name, B,
                   r.tokens_per_s, r.bytes_per_step / 1e6, roofline, 100.0 * steps_per_s / roofline,
                   r.moe_ms_per_step);
     }
-    std::printf("| %s | prefill %d | %.1f tok/s | | | | |\n", dense ? "dense-experts" : "sparse", prefill_tokens,
+    std::printf("| %s | prefill %d | %.1f tok/s | | | | |\n", mode.name, prefill_tokens,
                 Prefill(**e, prefill_tokens, runs));
   }
   return 0;

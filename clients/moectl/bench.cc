@@ -86,7 +86,8 @@ absl::StatusOr<Params> ParamsFromFlags() {
   p.capped = p.request_rate > 0 && FlagWasSet("concurrency");
   if (p.num_requests < 1) return absl::InvalidArgumentError("--num_requests must be >= 1");
   if (p.concurrency < 1) return absl::InvalidArgumentError("--concurrency must be >= 1");
-  if (p.input_len < 1 || p.output_len < 1) return absl::InvalidArgumentError("--input_len and --output_len must be >= 1");
+  if (p.input_len < 1 || p.output_len < 1)
+    return absl::InvalidArgumentError("--input_len and --output_len must be >= 1");
   if (p.warmup < 0) return absl::InvalidArgumentError("--warmup must be >= 0");
   if (!(p.request_rate >= 0) || std::isinf(p.request_rate)) {
     return absl::InvalidArgumentError("--request_rate must be finite and >= 0");
@@ -187,7 +188,8 @@ void RunPoisson(v1::Inference::Stub& stub, const Params& p, const std::vector<Wo
   double arrival = 0;
   for (size_t i = 0; i < work.size(); ++i) {
     if (i > 0) arrival += gap(rng);
-    std::this_thread::sleep_until(start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(arrival)));
+    std::this_thread::sleep_until(start +
+                                  std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(arrival)));
     threads.emplace_back([&, i] {
       slots.acquire();
       out[i] = RunOne(stub, work[i].request);
@@ -200,7 +202,8 @@ void RunPoisson(v1::Inference::Stub& stub, const Params& p, const std::vector<Wo
 Json DistributionJson(const Distribution& d) {
   Json j;
   j["count"] = d.count;
-  for (auto [key, value] : {std::pair{"mean", d.mean}, {"p50", d.p50}, {"p90", d.p90}, {"p99", d.p99}, {"max", d.max}}) {
+  for (auto [key, value] :
+       {std::pair{"mean", d.mean}, {"p50", d.p50}, {"p90", d.p90}, {"p99", d.p99}, {"max", d.max}}) {
     j[key] = d.count > 0 ? Json(value) : Json(nullptr);
   }
   return j;

@@ -44,7 +44,7 @@ class LiveMoeserve:
         self._dir = tempfile.TemporaryDirectory(prefix="moeserve-client-test-")
         port_file = os.path.join(self._dir.name, "port")
         settings = [f"model.path={self.model}", "server.listen=127.0.0.1:0", f"server.port_file={port_file}",
-                    "metrics.listen=127.0.0.1:0"] + self.overrides
+                    "metrics.listen=127.0.0.1:0", "http.listen="] + self.overrides
         self._log_path = os.path.join(self._dir.name, "moeserve.log")
         with open(self._log_path, "w") as log:
             self.proc = subprocess.Popen([self.binary, "--config", self.config, "--set", ",".join(settings)],

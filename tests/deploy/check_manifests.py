@@ -240,6 +240,14 @@ def check_dockerfiles(m):
             errors.append(f"{rel}: final stage must COPY {CONTAINER_CONFIG} to {CONFIG_IN_IMAGE}")
         if not any(CONFIG_IN_IMAGE in a for a in instrs(final, "ENTRYPOINT")):
             errors.append(f"{rel}: ENTRYPOINT must start moeserve with --config {CONFIG_IN_IMAGE}")
+        # Both images serve on the GPU: built with the CUDA backend (explicitly, so a missing
+        # toolkit fails the build) and carrying the CUDA runtime and cuBLAS it links.
+        if build_stage and not any("-DMOESERVE_CUDA=ON" in a for a in runs(build_stage)):
+            errors.append(f"{rel}: build.sh must get -DMOESERVE_CUDA=ON (the image serves on the GPU)")
+        copies = " ".join(instrs(final, "COPY"))
+        for lib in ("libcudart.so", "libcublas.so", "libcublasLt.so"):
+            if lib not in copies:
+                errors.append(f"{rel}: final stage must COPY the CUDA library {lib}* the backend links")
         images = [s["image"] for s in stages]
         if flavour == "gpu":
             for kind in ("devel", "runtime"):
@@ -271,7 +279,11 @@ def check_container_config(m):
     errors = []
     text = m["text"].get(CONTAINER_CONFIG)
     if text is not None:
-        check_server_config(CONTAINER_CONFIG, yaml.safe_load(text), errors)
+        config = yaml.safe_load(text)
+        check_server_config(CONTAINER_CONFIG, config, errors)
+        if dig(config, "model", "backend", default="auto") not in ("auto", "cuda"):
+            errors.append(f"{CONTAINER_CONFIG}: model.backend must be auto (or cuda) so the images serve on the GPU "
+                          f"(got {dig(config, 'model', 'backend')})")
     return errors
 
 
@@ -510,6 +522,9 @@ MUTATIONS = [  # (what, mutate(m), text the report must contain)
     ("no CUDA devel stage", lambda m: _replace(m, GPU, "-devel-ubuntu", "-base-ubuntu"), "devel"),
     ("Jetson wrong base", lambda m: _replace(m, JET, "l4t-jetpack:r36.4.0", "l4t-jetpack:r35.4.1"), "l4t-jetpack"),
     ("Jetson no sm_87", lambda m: _replace(m, JET, "-DCMAKE_CUDA_ARCHITECTURES=87", ""), "=87"),
+    ("CPU-only GPU image", lambda m: _replace(m, GPU, "-DMOESERVE_CUDA=ON", ""), "MOESERVE_CUDA"),
+    ("Jetson without cuBLASLt", lambda m: _replace(m, JET, "libcublasLt.so.12*", "libfoo.so"), "libcublasLt"),
+    ("container on the CPU", lambda m: _replace(m, CC, "backend: auto", "backend: cpu"), "model.backend"),
     ("config not in image", lambda m: _replace(m, GPU, CONFIG_IN_IMAGE + "\n", "/etc/x.yaml\n"), "COPY"),
     ("metrics on loopback", lambda m: _replace(m, CC, '"0.0.0.0:9400"', '"127.0.0.1:9400"'), "metrics.listen"),
     ("gRPC wrong port", lambda m: _replace(m, CC, '"0.0.0.0:50051"', '"0.0.0.0:50052"'), "server.listen"),

@@ -1,5 +1,7 @@
 #include "tests/gpu/gpu_test_util.h"
 
+#include <stdlib.h>
+
 #include <cstdlib>
 #include <filesystem>
 #include <map>
@@ -59,7 +61,23 @@ EngineOptions Options(const std::string& model_dir, BackendChoice backend) {
   return o;
 }
 
-RunResult RunSequence(Engine& engine, const std::vector<int32_t>& tokens, int prefill) {
+ScopedEnv::ScopedEnv(const char* name, const char* value) : name_(name) {
+  if (const char* old = std::getenv(name); old != nullptr) {
+    had_ = true;
+    old_ = old;
+  }
+  setenv(name, value, 1);
+}
+
+ScopedEnv::~ScopedEnv() {
+  if (had_) {
+    setenv(name_.c_str(), old_.c_str(), 1);
+  } else {
+    unsetenv(name_.c_str());
+  }
+}
+
+RunResult RunSequence(Engine& engine, const std::vector<int32_t>& tokens, int prefill, const ExpertBudget& budget) {
   RunResult result;
   result.vocab = engine.info().vocab_size;
   RoutingRecorder recorder(&result.active);
@@ -76,6 +94,7 @@ RunResult RunSequence(Engine& engine, const std::vector<int32_t>& tokens, int pr
     const int blocks = (start + len + engine.info().kv.block_size - 1) / engine.info().kv.block_size;
     chunk.block_table = std::span<const int32_t>(table.data(), blocks);
     chunk.logits = LogitsMode::kAll;
+    chunk.budget = budget;
     batch.chunks.push_back(chunk);
     ForwardOutput out;
     const absl::Status s = engine.Forward(batch, &out);

@@ -33,8 +33,24 @@ struct RunResult {
   ActiveSets active;
 };
 
-// Prefill tokens[0, prefill) as one chunk (all logits), then one decode step per remaining token.
-RunResult RunSequence(Engine& engine, const std::vector<int32_t>& tokens, int prefill);
+// Prefill tokens[0, prefill) as one chunk (all logits), then one decode step per remaining token,
+// every chunk with `budget`.
+RunResult RunSequence(Engine& engine, const std::vector<int32_t>& tokens, int prefill,
+                      const ExpertBudget& budget = ExpertBudget{});
+
+// Sets an environment variable for the scope (the CUDA backend reads MOESERVE_CUDA_GRAPHS and
+// MOESERVE_CUDA_HOST_ROUTING when it is created); restores the previous value after.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value);
+  ~ScopedEnv();
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+ private:
+  std::string name_, old_;
+  bool had_ = false;
+};
 
 EngineOptions Options(const std::string& model_dir, BackendChoice backend);
 

@@ -29,11 +29,14 @@ class Certificates {
     std::filesystem::create_directories(dir_);
     const std::string d = dir_.string();
     const std::string script =
-        "set -e; cd " + d + ";"
-        "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=moeserve-test-ca 2>/dev/null;"
+        "set -e; cd " + d +
+        ";"
+        "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=moeserve-test-ca "
+        "2>/dev/null;"
         "printf 'subjectAltName=DNS:localhost,IP:127.0.0.1' > san.ext;"
         "openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=localhost 2>/dev/null;"
-        "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 -extfile san.ext 2>/dev/null;"
+        "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 -extfile "
+        "san.ext 2>/dev/null;"
         "openssl req -newkey rsa:2048 -nodes -keyout client.key -out client.csr -subj /CN=client 2>/dev/null;"
         "openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out client.pem -days 2 2>/dev/null";
     ok_ = std::system(("bash -c \"" + script + "\"").c_str()) == 0;
@@ -62,7 +65,8 @@ std::string Target(TestServer& s) { return "localhost:" + std::to_string(s.serve
 TEST(Security, TlsServesEncryptedAndRefusesPlaintext) {
   Certificates certs;
   ASSERT_TRUE(certs.ok()) << "openssl failed";
-  TestServer server({"server.tls.cert_file=" + certs.path("server.pem"), "server.tls.key_file=" + certs.path("server.key")});
+  TestServer server(
+      {"server.tls.cert_file=" + certs.path("server.pem"), "server.tls.key_file=" + certs.path("server.key")});
   grpc::SslCredentialsOptions tls;
   tls.pem_root_certs = ReadAll(certs.path("ca.pem"));
   EXPECT_TRUE(Ping(grpc::CreateChannel(Target(server), grpc::SslCredentials(tls))).ok());
@@ -72,7 +76,8 @@ TEST(Security, TlsServesEncryptedAndRefusesPlaintext) {
 TEST(Security, MutualTlsRequiresAClientCertificate) {
   Certificates certs;
   ASSERT_TRUE(certs.ok()) << "openssl failed";
-  TestServer server({"server.tls.cert_file=" + certs.path("server.pem"), "server.tls.key_file=" + certs.path("server.key"),
+  TestServer server({"server.tls.cert_file=" + certs.path("server.pem"),
+                     "server.tls.key_file=" + certs.path("server.key"),
                      "server.tls.client_ca_file=" + certs.path("ca.pem")});
   grpc::SslCredentialsOptions anonymous;
   anonymous.pem_root_certs = ReadAll(certs.path("ca.pem"));

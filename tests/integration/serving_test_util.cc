@@ -12,7 +12,8 @@ namespace moeserve::testing {
 
 TestServer::TestServer(std::vector<std::string> overrides) {
   std::vector<std::string> all = {std::string("model.path=") + MOESERVE_TEST_MODEL_DIR, "server.listen=127.0.0.1:0",
-                                  "model.threads=2", "server.grace_period_s=10", "metrics.listen=127.0.0.1:0"};
+                                  "model.threads=2", "server.grace_period_s=10", "metrics.listen=127.0.0.1:0",
+                                  "http.listen="};  // the OpenAI API's tests turn it on (port 0)
   // MOESERVE_TEST_BACKEND=cuda runs the serving tests on the CUDA backend (docs/CUDA.md).
   if (const char* backend = std::getenv("MOESERVE_TEST_BACKEND"); backend != nullptr && *backend != '\0') {
     all.push_back(std::string("model.backend=") + backend);

@@ -23,7 +23,7 @@ FakeEngine::FakeEngine(int64_t num_blocks) {
 
 absl::Status FakeEngine::Forward(const ForwardBatch& batch, ForwardOutput* out) {
   std::vector<ChunkRecord> step;
-  std::set<int32_t> seen_blocks;
+  std::set<int32_t> written;  // blocks a chunk writes keys and values into
   int64_t T = 0;
   for (const SequenceChunk& c : batch.chunks) {
     step.push_back({{c.tokens.begin(), c.tokens.end()}, c.start_position, {c.block_table.begin(), c.block_table.end()},
@@ -34,9 +34,29 @@ absl::Status FakeEngine::Forward(const ForwardBatch& batch, ForwardOutput* out) 
       violations_.push_back(absl::StrCat("step ", steps_.size(), ": table of ", c.block_table.size(),
                                          " blocks for ", end, " positions"));
     }
-    for (int32_t b : c.block_table) {
-      if (b < 0 || b >= info_.kv.num_blocks || !seen_blocks.insert(b).second) {
-        violations_.push_back(absl::StrCat("step ", steps_.size(), ": block ", b, " bad or shared"));
+    for (size_t i = 0; i < c.block_table.size(); ++i) {
+      const int32_t b = c.block_table[i];
+      if (b < 0 || b >= info_.kv.num_blocks) {
+        violations_.push_back(absl::StrCat("step ", steps_.size(), ": block ", b, " out of range"));
+        continue;
+      }
+      const bool writes = static_cast<int64_t>(i + 1) * kBlockSize > c.start_position &&
+                          static_cast<int64_t>(i) * kBlockSize < end;
+      if (writes && !written.insert(b).second) {
+        violations_.push_back(absl::StrCat("step ", steps_.size(), ": block ", b, " written by two sequences"));
+      }
+    }
+  }
+  // Prefix caching shares blocks, but only blocks nobody writes: a block one chunk writes must
+  // appear in no other chunk's table.
+  for (const SequenceChunk& c : batch.chunks) {
+    const int64_t end = c.start_position + static_cast<int64_t>(c.tokens.size());
+    for (size_t i = 0; i < c.block_table.size(); ++i) {
+      const bool writes = static_cast<int64_t>(i + 1) * kBlockSize > c.start_position &&
+                          static_cast<int64_t>(i) * kBlockSize < end;
+      if (!writes && written.count(c.block_table[i]) > 0) {
+        violations_.push_back(absl::StrCat("step ", steps_.size(), ": block ", c.block_table[i],
+                                           " read by one sequence while another writes it"));
       }
     }
   }

@@ -44,7 +44,8 @@ class FakeEngine final : public Engine {
   const std::vector<std::vector<ChunkRecord>>& steps() const { return steps_; }
   // The next Forward fails with this status (once).
   void FailNextStep(absl::Status status) { fail_next_ = std::move(status); }
-  // Problems seen in the batches (a block in two sequences' tables, a bad table); empty if none.
+  // Problems seen in the batches (a block written by one sequence and in another's table, a
+  // table too short, a block out of range); empty if none.
   const std::vector<std::string>& violations() const { return violations_; }
 
  private:

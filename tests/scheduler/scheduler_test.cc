@@ -111,8 +111,11 @@ TEST(Scheduler, ChunksPrefillAtTheChunkAndBatchLimitsAndPutsDecodesFirst) {
 }
 
 TEST(Scheduler, PreemptsTheLowestPrecedenceSequenceAndRecomputesItWithTheSameTokens) {
-  // 6 blocks of 4 tokens: two sequences of 8 prompt + 8 new tokens need 4 blocks each.
-  Harness h(6);
+  // 6 blocks of 4 tokens: two sequences of 8 prompt + 8 new tokens need 4 blocks each. Without
+  // the prefix cache, a recompute starts from position 0.
+  SchedulerOptions o;
+  o.prefix_cache = false;
+  Harness h(6, o);
   auto first = h.Add(Request(0, 8, 8));
   auto second = h.Add(Request(32, 8, 8));
   h.RunUntilIdle();
@@ -234,6 +237,59 @@ TEST(Scheduler, RefusesWhatCanNeverRunAndWhatExceedsTheQueue) {
   EXPECT_TRUE(absl::IsResourceExhausted(h.scheduler.Enqueue(Request(0, 2, 2), sink).status()));
   h.scheduler.Drain();
   EXPECT_TRUE(absl::IsUnavailable(h.scheduler.Enqueue(Request(0, 2, 2), sink).status()));
+}
+
+TEST(Scheduler, ARepeatedPromptSkipsItsCachedBlocksAndGivesTheSameTokens) {
+  Harness h(64);
+  auto first = h.Add(Request(0, 12, 3));
+  h.RunUntilIdle();
+  const size_t steps_before = h.engine.steps().size();
+  auto second = h.Add(Request(0, 12, 3));
+  h.RunUntilIdle();
+  EXPECT_EQ(second->tokens(), first->tokens());
+  // 12 prompt tokens, blocks of 4: two full blocks are reused (the third holds the last prompt
+  // token, which is recomputed for its logits).
+  const ChunkRecord& c = h.engine.steps()[steps_before][0];
+  EXPECT_EQ(c.start_position, 8);
+  EXPECT_EQ(c.tokens.size(), 4u);
+  // Cached tokens are not routed again: MoE totals count what was computed.
+  EXPECT_EQ(first->events.back().moe_stats[0].tokens, 14u);
+  EXPECT_EQ(second->events.back().moe_stats[0].tokens, 6u);
+  EXPECT_EQ(h.FreeBlocks(), 64);
+}
+
+TEST(Scheduler, ARecomputeAfterPreemptionReusesTheVictimsCachedBlocks) {
+  // Prompts go in one chunk each, so the only multi-token chunk that starts past position 0 is
+  // a recompute from a cached prefix.
+  Harness h(6);
+  auto first = h.Add(Request(0, 4, 12));
+  auto second = h.Add(Request(32, 4, 12));
+  h.RunUntilIdle();
+  ASSERT_EQ(first->finish(), FinishReason::kLength);
+  ASSERT_EQ(second->finish(), FinishReason::kLength);
+  EXPECT_EQ(second->tokens(), (std::vector<int32_t>{36, 37, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47}));
+  ASSERT_GE(h.scheduler.GetStats().preemptions, 1u);
+  // The victim's full blocks stayed cached while it waited: its recompute starts past them.
+  bool resumed_past_zero = false;
+  for (const auto& step : h.engine.steps()) {
+    for (const ChunkRecord& c : step) resumed_past_zero |= c.tokens.size() > 1 && c.start_position > 0;
+  }
+  EXPECT_TRUE(resumed_past_zero);
+  EXPECT_TRUE(h.engine.violations().empty());
+}
+
+TEST(Scheduler, PrefixCachingOffComputesEveryPromptToken) {
+  SchedulerOptions o;
+  o.prefix_cache = false;
+  Harness h(64, o);
+  auto first = h.Add(Request(0, 12, 3));
+  h.RunUntilIdle();
+  const size_t steps_before = h.engine.steps().size();
+  auto second = h.Add(Request(0, 12, 3));
+  h.RunUntilIdle();
+  EXPECT_EQ(second->tokens(), first->tokens());
+  EXPECT_EQ(h.engine.steps()[steps_before][0].start_position, 0);
+  EXPECT_EQ(second->events.back().moe_stats[0].tokens, 14u);
 }
 
 }  // namespace

@@ -207,7 +207,8 @@ void CpuForward::RunLayer(int layer_index, int64_t T) {
   }
 }
 
-void CpuForward::Norm(const float* x, const std::vector<float>& weight, const std::vector<float>& bias, float* y) const {
+void CpuForward::Norm(const float* x, const std::vector<float>& weight, const std::vector<float>& bias,
+                      float* y) const {
   const ModelConfig& c = weights_.config;
   if (c.norm == NormKind::kLayer) {
     LayerNorm(x, weight.data(), bias.data(), c.hidden_size.value, c.norm_epsilon, y);

@@ -6,9 +6,13 @@
 // One step = the CPU backend's math (spec deco.md §3, softmoe.md §7.2.3) on the device:
 // embedding → per layer [norm, q/k/v (cuBLAS bf16), RoPE, paged-KV store + attention, o_proj]
 // and [norm, dense SwiGLU/GELU or MoE] → final norm of the requested rows → lm_head → logits
-// copied to the host. MoE layers compute the fp32 router logits on the device and route there
-// (engine/backend/cuda/router_kernels.cu) for every router family the device router covers; the
-// rest route on the host with the reference Router objects.
+// copied to the host. MoE layers compute the fp32 router logits on the device, route there
+// (router_kernels.cu: every router family, with the per-token ExpertBudget) and group the entries
+// by expert there (expert_grouping.cu), so a step synchronises once, when its logits, active
+// counts and (for an observer) routing come back together. Layers the device router does not
+// cover (more than kMaxDeviceExperts experts, or MOESERVE_CUDA_HOST_ROUTING=1) route on the host
+// with the reference Router objects. Pure-decode steps replay a CUDA graph per batch shape
+// (decode_graphs.h; MOESERVE_CUDA_GRAPHS=0 turns that off).
 //
 // Thread-safety: not thread-safe (one caller, like the engine).
 #ifndef MOESERVE_ENGINE_BACKEND_CUDA_CUDA_FORWARD_H_

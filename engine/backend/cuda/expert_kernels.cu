@@ -5,8 +5,13 @@
 // read once per tile, i.e. once per step for decode batches), then the block applies the
 // activation in shared memory: NormSiLU with the exact all-expert mean (spec deco.md §3.3),
 // per-block RMS over d, γ, SiLU, the gate product, and the routing weight (score scaling).
-// Down: one warp per output row; for every token it walks only that token's active experts'
-// d-wide slices of the row (spec deco.md §8), one reduction per (row, token).
+// The tile table comes from the device (expert_grouping.cu): launches are sized for the worst
+// case (MaxExpertTiles) and blocks walk the tiles that exist, so no launch depends on host data.
+// Down, per token: one warp per output row; for every token it walks only that token's active
+// experts' d-wide slices of the row (spec deco.md §8), one reduction per (row, token).
+// Down, expert-major (decode and small batches): one warp per (tile, output row) reads the
+// expert's row slice once for every slot of the tile, then a combine kernel sums each token's
+// per-slot partials in its own entry order.
 #include "engine/backend/cuda/kernels.h"
 #include "engine/backend/cuda/reduce.cuh"
 
@@ -18,6 +23,9 @@ constexpr int kUpThreads = 256;
 constexpr int kDownWarps = 8;
 constexpr int kDownTokenTile = 16;
 constexpr int kSmemBudget = 32 * 1024;
+constexpr int kMaxUpBlocks = 2048;     // grid-stride over the tiles beyond this
+constexpr int kMaxDownTileBlocks = 1024;
+constexpr int kCombineThreads = 256;
 
 __device__ __forceinline__ void Load8(const bf16* p, float out[8]) {
   const uint4 raw = *reinterpret_cast<const uint4*>(p);
@@ -58,9 +66,7 @@ __device__ __forceinline__ void RowDots(const bf16* w, const float* const* x, in
   }
 }
 
-__global__ void ExpertUpKernel(ExpertUpArgs a) {
-  extern __shared__ float smem[];
-  const int tile = blockIdx.x;
+__device__ void ExpertUpTile(const ExpertUpArgs& a, int tile, float* smem) {
   const int e = a.tile_expert[tile], begin = a.tile_begin[tile], n = a.tile_count[tile];
   const int d = a.d, H = a.H;
   const bool gated = a.gate != nullptr;
@@ -121,6 +127,15 @@ __global__ void ExpertUpKernel(ExpertUpArgs a) {
   }
 }
 
+__global__ void ExpertUpKernel(ExpertUpArgs a) {
+  extern __shared__ float smem[];
+  const int tiles = *a.num_tiles;
+  for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+    ExpertUpTile(a, tile, smem);
+    __syncthreads();  // the next tile reuses the shared memory
+  }
+}
+
 __global__ void ExpertDownKernel(ExpertDownArgs a) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int r = blockIdx.x * kDownWarps + warp;
@@ -156,6 +171,61 @@ __global__ void ExpertDownKernel(ExpertDownArgs a) {
   }
 }
 
+// part[slot, r] = Σ_j down(e, r, j)·hidden[slot, j] for the slots of each tile.
+__global__ void ExpertDownTileKernel(ExpertDownGroupedArgs a) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int r = blockIdx.y * kDownWarps + warp;
+  if (r >= a.H) return;  // whole warps only: no block-level synchronisation below
+  const int tiles = *a.num_tiles;
+  const bool vec2 = (a.d % 2) == 0;
+  for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+    const int e = a.tile_expert[tile], begin = a.tile_begin[tile], n = a.tile_count[tile];
+    const bf16* w = a.down + e * a.expert_stride + r * a.row_stride;
+    float acc[kMaxTile] = {0, 0, 0, 0, 0, 0, 0, 0};
+    if (vec2) {
+      for (int j = lane; j < a.d / 2; j += 32) {
+        const float2 wf = __bfloat1622float2(reinterpret_cast<const __nv_bfloat162*>(w)[j]);
+#pragma unroll
+        for (int i = 0; i < kMaxTile; ++i) {
+          if (i >= n) break;
+          const float2 hf = reinterpret_cast<const float2*>(a.hidden + static_cast<int64_t>(begin + i) * a.d)[j];
+          acc[i] += wf.x * hf.x + wf.y * hf.y;
+        }
+      }
+    } else {
+      for (int j = lane; j < a.d; j += 32) {
+        const float wf = __bfloat162float(w[j]);
+#pragma unroll
+        for (int i = 0; i < kMaxTile; ++i) {
+          if (i >= n) break;
+          acc[i] += wf * a.hidden[static_cast<int64_t>(begin + i) * a.d + j];
+        }
+      }
+    }
+#pragma unroll
+    for (int i = 0; i < kMaxTile; ++i) {
+      if (i >= n) break;
+      const float s = WarpSum(acc[i]);
+      if (lane == 0) a.part[static_cast<int64_t>(begin + i) * a.H + r] = s;
+    }
+  }
+}
+
+// y[t, r] += Σ_i part[slot_i, r] + Σ_i w_i·bias[e_i, r], over t's entries in ascending expert
+// order (the bias sum separately and last, as the CPU's expert_executor.cc).
+__global__ void ExpertDownCombineKernel(ExpertDownGroupedArgs a) {
+  const int r = blockIdx.x * kCombineThreads + threadIdx.x, t = blockIdx.y;
+  if (r >= a.H) return;
+  const int b = a.token_begin[t], end = a.token_begin[t + 1];
+  float acc = 0.0f;
+  for (int i = b; i < end; ++i) acc += a.part[static_cast<int64_t>(a.entry_slot[i]) * a.H + r];
+  float bias = 0.0f;
+  if (a.down_bias) {
+    for (int i = b; i < end; ++i) bias += a.entry_weight[i] * a.down_bias[static_cast<int64_t>(a.entry_expert[i]) * a.H + r];
+  }
+  a.y[static_cast<int64_t>(t) * a.H + r] += acc + bias;
+}
+
 }  // namespace
 
 int ExpertUpMaxTile(int d, bool gated) {
@@ -165,9 +235,18 @@ int ExpertUpMaxTile(int d, bool gated) {
 }
 
 void LaunchExpertUp(const ExpertUpArgs& a, cudaStream_t stream) {
-  if (a.num_tiles == 0) return;
+  if (a.max_tiles == 0) return;
   const size_t smem = static_cast<size_t>(a.gate ? 2 : 1) * a.max_tile * a.d * sizeof(float);
-  ExpertUpKernel<<<a.num_tiles, kUpThreads, smem, stream>>>(a);
+  ExpertUpKernel<<<a.max_tiles < kMaxUpBlocks ? a.max_tiles : kMaxUpBlocks, kUpThreads, smem, stream>>>(a);
+}
+
+void LaunchExpertDownGrouped(const ExpertDownGroupedArgs& a, cudaStream_t stream) {
+  if (a.T == 0 || a.max_tiles == 0) return;
+  const dim3 tiles_grid(a.max_tiles < kMaxDownTileBlocks ? a.max_tiles : kMaxDownTileBlocks,
+                        (a.H + kDownWarps - 1) / kDownWarps);
+  ExpertDownTileKernel<<<tiles_grid, kDownWarps * 32, 0, stream>>>(a);
+  const dim3 combine_grid((a.H + kCombineThreads - 1) / kCombineThreads, a.T);
+  ExpertDownCombineKernel<<<combine_grid, kCombineThreads, 0, stream>>>(a);
 }
 
 void LaunchExpertDown(const ExpertDownArgs& a, cudaStream_t stream) {

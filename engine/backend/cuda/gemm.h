@@ -3,6 +3,9 @@
 // bf16 × bf16 with fp32 accumulation and fp32 output (tensor cores), or fp32 × fp32 for the
 // router and the NormSiLU mean (spec deco.md §3.5: router logits in fp32).
 //
+// The handle gets its own fixed workspace (cublasSetWorkspace), so that GEMMs captured into a
+// CUDA graph never allocate.
+//
 // Thread-safety: one Gemm per stream/engine; not thread-safe.
 #ifndef MOESERVE_ENGINE_BACKEND_CUDA_GEMM_H_
 #define MOESERVE_ENGINE_BACKEND_CUDA_GEMM_H_
@@ -11,6 +14,7 @@
 #include <cuda_runtime.h>
 
 #include "absl/status/statusor.h"
+#include "engine/backend/cuda/device_buffer.h"
 #include "engine/backend/cuda/kernels.h"
 
 namespace moeserve::cuda {
@@ -28,6 +32,7 @@ class Gemm {
  private:
   Gemm() = default;
   cublasHandle_t handle_ = nullptr;
+  DeviceBuffer<unsigned char> workspace_;
 };
 
 }  // namespace moeserve::cuda

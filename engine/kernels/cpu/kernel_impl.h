@@ -176,7 +176,8 @@ void WeightedRows(const void* v, int64_t ld, const float* weights, int slots, in
   const W* rows = static_cast<const W*>(v);
   const int64_t nv = n - n % L;
   int64_t c = 0;
-  for (; c + kChunk * L <= nv; c += kChunk * L) WeightedRowsChunk<Isa, W, kChunk>(rows + c, ld, weights, slots, out + c);
+  for (; c + kChunk * L <= nv; c += kChunk * L)
+    WeightedRowsChunk<Isa, W, kChunk>(rows + c, ld, weights, slots, out + c);
   for (; c < nv; c += L) WeightedRowsChunk<Isa, W, 1>(rows + c, ld, weights, slots, out + c);
   for (int64_t i = nv; i < n; ++i) {
     float o = out[i];

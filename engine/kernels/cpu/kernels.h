@@ -61,9 +61,9 @@ using ToBf16Fn = void (*)(const float* x, int64_t n, uint16_t* out);
 // fp32 lane accumulator per token and row of a tile). Returns false, doing nothing, for a
 // `len` it has no kernel for.
 using Bf16GroupedDotFn = bool (*)(const void* const* bases, const int32_t* entry_begin, int num_experts,
-                                  const int32_t* entry_tokens, const uint16_t* vecs, const int32_t* token_offsets, int num_tokens, int64_t len, int64_t row_stride,
-                                  int64_t r0, int64_t r1, float* y, int64_t y_token_stride, int64_t tile_rows,
-                                  float* acc);
+                                  const int32_t* entry_tokens, const uint16_t* vecs, const int32_t* token_offsets,
+                                  int num_tokens, int64_t len, int64_t row_stride, int64_t r0, int64_t r1, float* y,
+                                  int64_t y_token_stride, int64_t tile_rows, float* acc);
 
 // Bf16 × bf16 kernels; a set without them has all of them null.
 struct Bf16ActivationKernels {
