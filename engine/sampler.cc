@@ -25,14 +25,14 @@ int32_t Argmax(std::span<const float> v) {
 
 }  // namespace
 
-SampledToken Sampler::Sample(std::span<const float> logits, std::span<const int32_t> history) {
+int32_t Sampler::Prepare(std::span<const float> logits, std::span<const int32_t> history) {
   const int32_t V = static_cast<int32_t>(logits.size());
   const bool penalise = params_.repetition_penalty != 1.0f || params_.presence_penalty != 0.0f ||
                         params_.frequency_penalty != 0.0f;
   // Greedy without penalties reads the logits in place: this runs once per sequence and step
   // on the serving loop's thread, over the whole vocabulary.
   if (params_.temperature <= 0.0f && !penalise) {
-    return {Argmax(logits)};
+    return Argmax(logits);
   }
   work_.assign(logits.begin(), logits.end());
   if (penalise) {
@@ -48,7 +48,7 @@ SampledToken Sampler::Sample(std::span<const float> logits, std::span<const int3
     }
   }
   if (params_.temperature <= 0.0f) {
-    return {Argmax(work_)};
+    return Argmax(work_);
   }
   for (float& l : work_) l /= params_.temperature;
   // Candidates best first (ties by id), truncated by top-k, then top-p, then min-p. order_ is
@@ -109,20 +109,63 @@ SampledToken Sampler::Sample(std::span<const float> logits, std::span<const int3
   // The whole vocabulary kept: no order needed, draw in id order.
   if (keep < V) sort_prefix(keep);
   const auto candidate = [&](int32_t i) { return keep < V ? order_[i] : i; };
+  kept_ids_.resize(keep);
+  kept_weights_.resize(keep);
+  for (int32_t i = 0; i < keep; ++i) {
+    kept_ids_[i] = candidate(i);
+    kept_weights_[i] = weight(kept_ids_[i]);
+  }
+  return -1;
+}
+
+int32_t Sampler::Draw(int32_t excluded) {
+  const size_t n = kept_ids_.size();
   double kept = 0;
-  for (int32_t i = 0; i < keep; ++i) kept += weight(candidate(i));
+  for (size_t i = 0; i < n; ++i) kept += kept_ids_[i] != excluded ? kept_weights_[i] : 0.0;
   std::uniform_real_distribution<double> uniform(0.0, kept);
   const double target = uniform(rng_);
   double acc = 0;
-  int32_t chosen = candidate(keep - 1);
-  for (int32_t i = 0; i < keep; ++i) {
-    acc += weight(candidate(i));
+  int32_t chosen = kept_ids_[n - 1] != excluded || n < 2 ? kept_ids_[n - 1] : kept_ids_[n - 2];
+  for (size_t i = 0; i < n; ++i) {
+    if (kept_ids_[i] == excluded) continue;
+    acc += kept_weights_[i];
     if (acc >= target) {
-      chosen = candidate(i);
+      chosen = kept_ids_[i];
       break;
     }
   }
-  return {chosen};
+  return chosen;
+}
+
+SampledToken Sampler::Sample(std::span<const float> logits, std::span<const int32_t> history) {
+  const int32_t greedy = Prepare(logits, history);
+  return {greedy >= 0 ? greedy : Draw(-1)};
+}
+
+SampledToken Sampler::SampleAgainstDraft(std::span<const float> logits, std::span<const int32_t> history,
+                                         int32_t draft, bool* accepted) {
+  const int32_t greedy = Prepare(logits, history);
+  if (greedy >= 0) {
+    *accepted = greedy == draft;
+    return {greedy};
+  }
+  // The draft came from a lookup, not from a distribution: q is a point mass on it. Accept it
+  // with probability min(1, p(d) / q(d)) = p(d); otherwise draw from the residual (p − q)+,
+  // which is p without d, renormalised. The token is then distributed exactly as p.
+  double total = 0, draft_weight = 0;
+  for (size_t i = 0; i < kept_ids_.size(); ++i) {
+    total += kept_weights_[i];
+    if (kept_ids_[i] == draft) draft_weight = kept_weights_[i];
+  }
+  if (draft_weight > 0) {
+    std::uniform_real_distribution<double> unit(0.0, 1.0);
+    if (unit(rng_) * total < draft_weight) {
+      *accepted = true;
+      return {draft};
+    }
+  }
+  *accepted = false;
+  return {Draw(draft)};
 }
 
 }  // namespace moeserve

@@ -35,11 +35,24 @@ class Sampler {
   // `history` = prompt and generated tokens so far (for the penalties).
   SampledToken Sample(std::span<const float> logits, std::span<const int32_t> history);
 
+  // Speculative decoding's verification of one draft token: the returned token is distributed
+  // exactly as Sample's (greedy: the same token); *accepted tells whether it is the draft.
+  SampledToken SampleAgainstDraft(std::span<const float> logits, std::span<const int32_t> history, int32_t draft,
+                                  bool* accepted);
+
  private:
+  // Penalties, temperature and truncation. Returns the token when the choice is deterministic
+  // (greedy), else -1 with the kept candidates and their weights in kept_ids_/kept_weights_.
+  int32_t Prepare(std::span<const float> logits, std::span<const int32_t> history);
+  // One draw from the kept candidates, `excluded` left out (-1: none).
+  int32_t Draw(int32_t excluded);
+
   SamplingParams params_;
   std::mt19937_64 rng_;
   std::vector<float> work_;
   std::vector<int32_t> order_;
+  std::vector<int32_t> kept_ids_;
+  std::vector<double> kept_weights_;
 };
 
 }  // namespace moeserve

@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/types/span.h"
 #include "common/check.h"
+#include "scheduler/ngram_drafter.h"
 
 namespace moeserve {
 
@@ -36,6 +37,37 @@ int64_t BatchPlanner::MatchPrefix(Sequence& seq) {
   seq.published_blocks = static_cast<int64_t>(seq.blocks.size());
   seq.computed = seq.published_blocks * block_size_;
   return seq.computed;
+}
+
+int64_t BatchPlanner::PlanDraft(Sequence& seq, int64_t budget, int decoding) {
+  seq.draft.clear();
+  if (seq.max_draft <= 0 || decoding > options_.speculative_max_batch) return 1;
+  // Never past max_new_tokens: each accepted draft token is one generated token, and the step
+  // adds one more of its own.
+  const int64_t room = std::min<int64_t>({seq.max_draft, seq.params.max_new_tokens - seq.generated() - 1, budget - 1,
+                                          options_.prefill_chunk - 1});
+  if (room <= 0) return 1;
+  seq.draft = ProposeDraft(seq.tokens, static_cast<int>(room));
+  if (seq.draft.empty()) return 1;
+  const int64_t n = 1 + static_cast<int64_t>(seq.draft.size());
+  const int64_t needed = BlocksFor(seq.computed + n) - static_cast<int64_t>(seq.blocks.size());
+  if (needed > 0 && needed > blocks_.num_free()) {
+    seq.draft.clear();  // speculation never preempts anyone
+    return 1;
+  }
+  return n;
+}
+
+void BatchPlanner::AfterVerification(Sequence& seq, int drafted, int accepted) {
+  spec_stats_.draft_tokens += drafted;
+  spec_stats_.accepted_tokens += accepted;
+  const int64_t keep = BlocksFor(static_cast<int64_t>(seq.tokens.size()));
+  if (static_cast<int64_t>(seq.blocks.size()) > keep) {
+    std::vector<int32_t> tail(seq.blocks.begin() + keep, seq.blocks.end());
+    blocks_.Free(tail);
+    seq.blocks.resize(keep);
+  }
+  seq.draft.clear();
 }
 
 void BatchPlanner::PublishComputed(const std::vector<PlannedChunk>& plan) {
@@ -95,6 +127,7 @@ std::vector<uint64_t> BatchPlanner::Expired(Clock::time_point now) const {
 
 void BatchPlanner::Preempt(Sequence& victim) {
   blocks_.Free(victim.blocks);
+  victim.draft.clear();
   victim.computed = 0;  // recompute prompt + generated tokens on resume (what is cached is reused)
   victim.published_blocks = 0;
   ++victim.preemptions;
@@ -121,8 +154,10 @@ std::vector<PlannedChunk> BatchPlanner::Plan() {
   // lowest-precedence running sequence not yet planned is preempted (possibly this one).
   std::vector<Sequence*> order;
   for (const auto& s : running_) {
+    s->draft.clear();
     if (s->pending() == 1) order.push_back(s.get());
   }
+  const int decoding = static_cast<int>(order.size());
   for (const auto& s : running_) {
     if (s->pending() > 1) order.push_back(s.get());
   }
@@ -131,7 +166,8 @@ std::vector<PlannedChunk> BatchPlanner::Plan() {
     if (budget == 0) break;
     // Preempted earlier in this loop to make room: it is waiting again, not running.
     if (std::find(preempted.begin(), preempted.end(), seq) != preempted.end()) continue;
-    const int64_t n = std::min<int64_t>({seq->pending(), budget, options_.prefill_chunk});
+    const int64_t n = seq->pending() == 1 ? PlanDraft(*seq, budget, decoding)
+                                          : std::min<int64_t>({seq->pending(), budget, options_.prefill_chunk});
     bool self_preempted = false;
     while (!EnsureBlocks(*seq, n)) {
       Sequence* victim = nullptr;

@@ -46,6 +46,15 @@ class BatchPlanner {
   // (already finished).
   std::unique_ptr<Sequence> Remove(uint64_t id);
 
+  // Speculative decoding: gives back the blocks a sequence holds beyond what its known tokens
+  // need (after drafts were rejected), and tallies drafted and accepted tokens.
+  void AfterVerification(Sequence& seq, int drafted, int accepted);
+  struct SpecStats {
+    uint64_t draft_tokens = 0;
+    uint64_t accepted_tokens = 0;
+  };
+  const SpecStats& spec_stats() const { return spec_stats_; }
+
   // Ids of every sequence present, running first, each queue in precedence order.
   std::vector<uint64_t> Ids() const;
   // Ids of the sequences whose deadline is at or before `now`.
@@ -71,6 +80,9 @@ class BatchPlanner {
   // must be computed for its logits, so seq never writes into a shared block); returns the
   // tokens they hold.
   int64_t MatchPrefix(Sequence& seq);
+  // Proposes seq's draft for this step where speculation may pay and blocks are free for it
+  // without preempting anyone; returns the chunk length (1 + draft).
+  int64_t PlanDraft(Sequence& seq, int64_t budget, int decoding);
   // Content hash of full block `i` of seq's tokens (the chain: parent's hash, then the ids).
   uint64_t BlockHash(Sequence& seq, int64_t i) const;
 
@@ -82,6 +94,7 @@ class BatchPlanner {
   uint64_t preemptions_ = 0;
   uint64_t cache_salt_;
   PrefixStats prefix_stats_;
+  SpecStats spec_stats_;
 };
 
 }  // namespace moeserve

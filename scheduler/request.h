@@ -33,6 +33,7 @@ struct RequestParams {
   int priority = 0;                      // higher first
   ExpertBudget budget;                   // serve-time expert budget (default: exact)
   bool prefix_cache = true;              // may reuse (and publish) cached KV blocks of its prefix
+  int max_draft_tokens = -1;             // speculative decoding; -1 = the server's default, 0 = off
   std::optional<Clock::time_point> deadline;
   Clock::time_point arrival = Clock::now();
 };

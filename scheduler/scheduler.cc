@@ -93,6 +93,8 @@ SchedulerStats Scheduler::GetStats() const {
   s.kv_blocks_total = num_blocks_;
   s.kv_blocks_free = stat_free_blocks_.load();
   s.preemptions = stat_preemptions_.load();
+  s.spec_draft_tokens = stat_spec_drafted_.load();
+  s.spec_accepted_tokens = stat_spec_accepted_.load();
   return s;
 }
 
@@ -108,6 +110,8 @@ void Scheduler::PublishStats() {
   stat_waiting_.store(planner_.num_waiting());
   stat_free_blocks_.store(planner_.blocks().num_free());
   stat_preemptions_.store(planner_.preemptions());
+  stat_spec_drafted_.store(planner_.spec_stats().draft_tokens);
+  stat_spec_accepted_.store(planner_.spec_stats().accepted_tokens);
 }
 
 void Scheduler::TakeInbox() {
@@ -125,6 +129,7 @@ void Scheduler::TakeInbox() {
   }
   for (auto& seq : arrivals) {
     seq->routing = processor_.NewRoutingTotals();
+    seq->max_draft = seq->params.max_draft_tokens >= 0 ? seq->params.max_draft_tokens : options_.speculative_max_draft;
     planner_.AddWaiting(std::move(seq));
   }
   for (const auto& [id, reason] : aborts) Finish(id, reason);
@@ -146,6 +151,7 @@ void Scheduler::RunOnce() {
   const uint64_t preempted_before = planner_.preemptions();
   const BatchPlanner::PrefixStats prefix_before = planner_.prefix_stats();
   const uint64_t evictions_before = planner_.blocks().evictions();
+  const BatchPlanner::SpecStats spec_before = planner_.spec_stats();
   const std::vector<PlannedChunk> plan = planner_.Plan();
   PublishStats();
   if (!plan.empty()) {
@@ -153,6 +159,7 @@ void Scheduler::RunOnce() {
     const ForwardBatch batch = processor_.BuildBatch(plan);
     const absl::Status status = engine_->Forward(batch, &output_);
     StepOutcome outcome = processor_.Process(plan, batch, status, output_);
+    for (const StepOutcome::Verification& v : outcome.verified) planner_.AfterVerification(*v.seq, v.drafted, v.accepted);
     if (status.ok()) planner_.PublishComputed(plan);
     // Final events: the last token's event carries the finish reason and the stats.
     for (auto& [id, event] : outcome.finished) {
@@ -166,6 +173,8 @@ void Scheduler::RunOnce() {
       report.prefix_hit_tokens = planner_.prefix_stats().hit_tokens - prefix_before.hit_tokens;
       report.prefix_evictions = planner_.blocks().evictions() - evictions_before;
       report.prefix_cached_blocks = planner_.blocks().cached_blocks();
+      report.spec_draft_tokens = planner_.spec_stats().draft_tokens - spec_before.draft_tokens;
+      report.spec_accepted_tokens = planner_.spec_stats().accepted_tokens - spec_before.accepted_tokens;
       observer_->OnStep(report);
     }
   }

@@ -35,6 +35,8 @@ struct SchedulerStats {
   int64_t kv_blocks_total = 0;
   int64_t kv_blocks_free = 0;
   uint64_t preemptions = 0;
+  uint64_t spec_draft_tokens = 0;     // speculative decoding: draft tokens verified
+  uint64_t spec_accepted_tokens = 0;  // and accepted
 };
 
 class Scheduler {
@@ -101,6 +103,7 @@ class Scheduler {
   std::atomic<int> stat_running_{0}, stat_waiting_{0};
   std::atomic<int64_t> stat_free_blocks_{0};
   std::atomic<uint64_t> stat_preemptions_{0};
+  std::atomic<uint64_t> stat_spec_drafted_{0}, stat_spec_accepted_{0};
 };
 
 }  // namespace moeserve

@@ -27,6 +27,9 @@ struct StepReport {
   uint64_t prefix_hit_tokens = 0;
   uint64_t prefix_evictions = 0;
   int64_t prefix_cached_blocks = 0;
+  // Speculative decoding: draft tokens verified in this step, and how many were accepted.
+  uint64_t spec_draft_tokens = 0;
+  uint64_t spec_accepted_tokens = 0;
 };
 
 class SchedulerObserver {

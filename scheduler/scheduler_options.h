@@ -20,6 +20,12 @@ struct SchedulerOptions {
   // Reuse the KV blocks of prompt prefixes seen before (full blocks, keyed by a hash chain over
   // the model and the token ids); requests may opt out.
   bool prefix_cache = true;
+  // Speculative decoding with prompt-lookup drafts: the default draft length of a request (0 =
+  // off unless a request asks), and the largest number of decoding sequences at which a step
+  // still speculates (beyond it a step is busy enough that verifying drafts costs more than it
+  // saves: each draft token is routed, and widens the union of experts the step reads).
+  int speculative_max_draft = 0;
+  int speculative_max_batch = 8;
   // Fault injection, for tests and drills only: a pause after every step (makes timing-based
   // behaviour such as deadlines and draining observable on a fast model), and NaN logits for
   // every request whose request_id starts with this prefix (a model fault in one sequence).

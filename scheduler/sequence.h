@@ -44,6 +44,11 @@ struct Sequence {
   // alone, so they survive preemption), and how many of `blocks` are published to the cache.
   std::vector<uint64_t> block_hashes;
   int64_t published_blocks = 0;
+  // Speculative decoding: this step's draft (empty: none) and the chunk it is verified in (the
+  // last known token, then the draft); the most draft tokens the request allows.
+  std::vector<int32_t> draft;
+  std::vector<int32_t> verify;
+  int max_draft = 0;
   Sampler sampler;              // keeps its RNG state across preemption: same tokens on resume
   StreamingDetokenizer detokenizer;
   StopMatcher stop;

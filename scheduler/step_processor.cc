@@ -28,7 +28,13 @@ std::vector<LayerRouting> StepProcessor::NewRoutingTotals() const {
 ForwardBatch StepProcessor::BuildBatch(const std::vector<PlannedChunk>& plan) const {
   ForwardBatch batch;
   for (const PlannedChunk& c : plan) {
-    const Sequence& s = *c.seq;
+    Sequence& s = *c.seq;
+    if (!s.draft.empty()) {  // the last known token, then the draft, with logits for every row
+      s.verify.assign(1, s.tokens.back());
+      s.verify.insert(s.verify.end(), s.draft.begin(), s.draft.end());
+      batch.chunks.push_back({s.verify, static_cast<int32_t>(s.computed), s.blocks, LogitsMode::kAll, s.params.budget});
+      continue;
+    }
     const bool samples = s.computed + c.num_tokens == static_cast<int64_t>(s.tokens.size());
     batch.chunks.push_back({std::span<const int32_t>(s.tokens).subspan(s.computed, c.num_tokens),
                             static_cast<int32_t>(s.computed), s.blocks,
@@ -37,36 +43,60 @@ ForwardBatch StepProcessor::BuildBatch(const std::vector<PlannedChunk>& plan) co
   return batch;
 }
 
-void StepProcessor::SampleNext(Sequence& seq, float* logits_ptr, TokenEvent& event) {
-  const std::span<float> logits(logits_ptr, vocab_size_);
+bool StepProcessor::CheckLogits(Sequence& seq, std::span<float> logits, TokenEvent& event) const {
   if (!debug_nan_request_prefix_.empty() && seq.params.request_id.rfind(debug_nan_request_prefix_, 0) == 0) {
     logits[0] = std::numeric_limits<float>::quiet_NaN();
   }
-  if (!AllFinite(logits)) {
-    event.finish = FinishReason::kError;
-    event.error = "the model produced non-finite logits for this request";
-    return;
-  }
-  const SampledToken next = seq.sampler.Sample(logits, seq.tokens);
-  seq.tokens.push_back(next.id);
-  event.token_ids.push_back(next.id);
-  if (seq.params.logprobs_top_n > 0) {
-    event.logprobs.push_back(ComputeLogprobs(logits, next.id, seq.params.logprobs_top_n));
-  }
+  if (AllFinite(logits)) return true;
+  event.finish = FinishReason::kError;
+  event.error = "the model produced non-finite logits for this request";
+  return false;
+}
+
+bool StepProcessor::Emit(Sequence& seq, int32_t id, std::span<const float> logits, TokenEvent& event) {
+  seq.tokens.push_back(id);
+  event.token_ids.push_back(id);
+  if (seq.params.logprobs_top_n > 0) event.logprobs.push_back(ComputeLogprobs(logits, id, seq.params.logprobs_top_n));
   const auto& stops = seq.params.stop_token_ids;
-  if (std::find(stops.begin(), stops.end(), next.id) != stops.end()) {
+  if (std::find(stops.begin(), stops.end(), id) != stops.end()) {
     event.finish = FinishReason::kStopToken;  // the stop token is reported, its text is not
-    return;
+    return true;
   }
   if (tokenizer_ != nullptr) {
     bool stopped = false;
-    event.text = seq.stop.Push(seq.detokenizer.Push(next.id), &stopped);
+    event.text += seq.stop.Push(seq.detokenizer.Push(id), &stopped);
     if (stopped) {
       event.finish = FinishReason::kStopSequence;
-      return;
+      return true;
     }
   }
-  if (seq.generated() >= seq.params.max_new_tokens) event.finish = FinishReason::kLength;
+  if (seq.generated() >= seq.params.max_new_tokens) {
+    event.finish = FinishReason::kLength;
+    return true;
+  }
+  return false;
+}
+
+void StepProcessor::SampleNext(Sequence& seq, float* logits_ptr, TokenEvent& event) {
+  const std::span<float> logits(logits_ptr, vocab_size_);
+  if (!CheckLogits(seq, logits, event)) return;
+  Emit(seq, seq.sampler.Sample(logits, seq.tokens).id, logits, event);
+}
+
+int StepProcessor::VerifyDraft(Sequence& seq, ForwardOutput& output, int32_t row, TokenEvent& event) {
+  const int drafted = static_cast<int>(seq.draft.size());
+  int accepted = 0;
+  for (int j = 0; j <= drafted; ++j) {
+    const std::span<float> logits(output.MutableLogits(row + j), vocab_size_);
+    if (!CheckLogits(seq, logits, event)) break;
+    bool is_draft = false;
+    // Row j predicts the token after draft[j - 1]; past the draft, a token of the step's own.
+    const int32_t id = j < drafted ? seq.sampler.SampleAgainstDraft(logits, seq.tokens, seq.draft[j], &is_draft).id
+                                   : seq.sampler.Sample(logits, seq.tokens).id;
+    accepted += is_draft ? 1 : 0;
+    if (Emit(seq, id, logits, event) || !is_draft) break;
+  }
+  return accepted;
 }
 
 StepOutcome StepProcessor::Process(const std::vector<PlannedChunk>& plan, const ForwardBatch& batch,
@@ -97,10 +127,17 @@ StepOutcome StepProcessor::Process(const std::vector<PlannedChunk>& plan, const 
       for (int64_t t = 0; t < n; ++t) r.activations += output.active_counts[r.layer * T + t0 + t];
     }
     t0 += n;
-    s.computed += n;
-    if (batch.chunks[i].logits != LogitsMode::kLast) continue;
+    const bool speculative = !s.draft.empty();
+    s.computed += speculative ? 1 : n;  // a draft's keys and values count once it is accepted
+    if (batch.chunks[i].logits == LogitsMode::kNone) continue;
     TokenEvent event;
-    SampleNext(s, output.MutableLogits(output.chunk_logits_begin[i]), event);
+    if (speculative) {
+      const int accepted = VerifyDraft(s, output, output.chunk_logits_begin[i], event);
+      s.computed += accepted;
+      outcome.verified.push_back({&s, static_cast<int>(s.draft.size()), accepted});
+    } else {
+      SampleNext(s, output.MutableLogits(output.chunk_logits_begin[i]), event);
+    }
     outcome.generated_tokens += static_cast<int>(event.token_ids.size());
     if (!event.token_ids.empty()) {
       const Clock::time_point now = Clock::now();

@@ -6,6 +6,7 @@
 #define MOESERVE_SCHEDULER_STEP_PROCESSOR_H_
 
 #include <cstdint>
+#include <span>
 #include <string>
 #include <utility>
 #include <vector>
@@ -26,6 +27,11 @@ struct StepOutcome {
   int generated_tokens = 0;  // tokens sampled
   bool any_prefill = false, any_decode = false;
   std::vector<std::pair<uint64_t, TokenEvent>> finished;  // final events, not yet sent
+  struct Verification {
+    Sequence* seq;
+    int drafted, accepted;
+  };
+  std::vector<Verification> verified;  // speculative chunks, for the planner's block accounting
 };
 
 class StepProcessor {
@@ -57,7 +63,16 @@ class StepProcessor {
                     uint64_t preemptions, double seconds) const;
 
  private:
+  // The logits row of a sequence, with the NaN fault injection applied; false (and the event
+  // ended with an error) when they are not finite.
+  bool CheckLogits(Sequence& seq, std::span<float> logits, TokenEvent& event) const;
   void SampleNext(Sequence& seq, float* logits, TokenEvent& event);
+  // Speculative chunk: verifies the draft against rows [row, row + draft + 1); returns how many
+  // draft tokens were accepted.
+  int VerifyDraft(Sequence& seq, ForwardOutput& output, int32_t row, TokenEvent& event);
+  // Appends a sampled token to the sequence and the event (logprobs, stops, length); true when
+  // it ended the request.
+  bool Emit(Sequence& seq, int32_t id, std::span<const float> logits, TokenEvent& event);
 
   int64_t vocab_size_;
   std::vector<MoeLayerInfo> moe_layers_;

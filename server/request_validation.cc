@@ -139,6 +139,10 @@ absl::StatusOr<RequestParams> ValidateGenerateRequest(const v1::GenerateRequest&
   p.request_id = r.request_id();
   p.priority = r.priority();
   p.prefix_cache = !r.skip_prefix_cache();
+  if (r.has_speculative()) {
+    if (r.speculative().max_draft_tokens() > 64) return Bad("speculative.max_draft_tokens", "must be <= 64");
+    p.max_draft_tokens = static_cast<int>(r.speculative().max_draft_tokens());
+  }
   p.budget = limits.default_budget;
   if (r.has_expert_budget()) {
     const v1::ExpertBudget& b = r.expert_budget();

@@ -110,6 +110,9 @@ KeyReader OneOf(T* out, const std::string& label, std::vector<std::pair<std::str
 std::function<std::string(const int&)> AtLeast(int lo) {
   return [lo](const int& v) { return v >= lo ? "" : absl::StrCat("must be >= ", lo, ", got ", v); };
 }
+std::function<std::string(const int&)> AtMost(std::function<std::string(const int&)> first, int hi) {
+  return [first, hi](const int& v) { return v > hi ? absl::StrCat("must be <= ", hi, ", got ", v) : first(v); };
+}
 std::function<std::string(const int64_t&)> AtLeast64(int64_t lo) {
   return [lo](const int64_t& v) { return v >= lo ? "" : absl::StrCat("must be >= ", lo, ", got ", v); };
 }
@@ -181,6 +184,8 @@ absl::Status Apply(const YAML::Node& root, const std::string& label, ServerConfi
         {"kv_blocks", Field<int64_t>(&c.scheduler.kv_blocks, label, AtLeast64(0))},
         {"kv_memory_mb", Field<int64_t>(&c.scheduler.kv_memory_mb, label, AtLeast64(1))},
         {"prefix_cache", Field(&c.scheduler.prefix_cache, label)},
+        {"speculative_max_draft", Field<int>(&c.scheduler.speculative_max_draft, label, AtMost(AtLeast(0), 64))},
+        {"speculative_max_batch", Field<int>(&c.scheduler.speculative_max_batch, label, AtLeast(0))},
         {"debug_step_delay_ms", Field<int>(&c.scheduler.debug_step_delay_ms, label, AtLeast(0))},
         {"debug_nan_request_prefix", Field(&c.scheduler.debug_nan_request_prefix, label)}}},
       {"metrics", {{"listen", Field(&c.metrics.listen, label)}, {"per_expert", Field(&c.metrics.per_expert, label)}}},

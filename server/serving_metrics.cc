@@ -215,6 +215,16 @@ void ServingMetrics::BuildSeries(const ServerConfig& config, const Engine& engin
                         .Help("KV blocks holding cached prefix content (in use or idle).")
                         .Register(r)
                         .Add({});
+  spec_drafted_ = &prometheus::BuildCounter()
+                       .Name("moeserve_spec_decode_draft_tokens_total")
+                       .Help("Speculative decoding: draft tokens verified.")
+                       .Register(r)
+                       .Add({});
+  spec_accepted_ = &prometheus::BuildCounter()
+                        .Name("moeserve_spec_decode_accepted_tokens_total")
+                        .Help("Speculative decoding: draft tokens accepted.")
+                        .Register(r)
+                        .Add({});
   requests_ = &prometheus::BuildCounter()
                    .Name("moeserve_requests_total")
                    .Help("Finished requests by finish reason.")
@@ -295,6 +305,8 @@ void ServingMetrics::OnStep(const StepReport& report) {
   if (report.prefix_hit_tokens > 0) prefix_hits_->Increment(static_cast<double>(report.prefix_hit_tokens));
   if (report.prefix_evictions > 0) prefix_evictions_->Increment(static_cast<double>(report.prefix_evictions));
   prefix_blocks_->Set(static_cast<double>(report.prefix_cached_blocks));
+  if (report.spec_draft_tokens > 0) spec_drafted_->Increment(static_cast<double>(report.spec_draft_tokens));
+  if (report.spec_accepted_tokens > 0) spec_accepted_->Increment(static_cast<double>(report.spec_accepted_tokens));
 }
 
 void ServingMetrics::OnState(int running, int waiting, double kv_usage) {

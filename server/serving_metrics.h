@@ -77,6 +77,7 @@ class ServingMetrics final : public EngineObserver, public SchedulerObserver {
   prometheus::Counter *prompt_tokens_ = nullptr, *generation_tokens_ = nullptr, *preemptions_ = nullptr;
   prometheus::Counter *prefix_queried_ = nullptr, *prefix_hits_ = nullptr, *prefix_evictions_ = nullptr;
   prometheus::Gauge* prefix_blocks_ = nullptr;
+  prometheus::Counter *spec_drafted_ = nullptr, *spec_accepted_ = nullptr;
   prometheus::Family<prometheus::Counter>* requests_ = nullptr;
   std::shared_ptr<prometheus::Collectable> process_;
 };

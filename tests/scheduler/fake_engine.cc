@@ -71,8 +71,14 @@ absl::Status FakeEngine::Forward(const ForwardBatch& batch, ForwardOutput* out) 
   for (const SequenceChunk& c : batch.chunks) tokens.insert(tokens.end(), c.tokens.begin(), c.tokens.end());
   for (size_t r = 0; r < rows.size(); ++r) {
     float* logits = out->MutableLogits(static_cast<int64_t>(r));
-    for (int v = 0; v < kVocab; ++v) logits[v] = 0.0f;
-    logits[Next(tokens[rows[r]])] = 10.0f;
+    const int32_t last = tokens[rows[r]];
+    if (spread_) {
+      for (int v = 0; v < kVocab; ++v) logits[v] = -30.0f;
+      for (int k = 0; k < 4; ++k) logits[(last + 1 + k) % kVocab] = kSpreadLogits[k];
+    } else {
+      for (int v = 0; v < kVocab; ++v) logits[v] = 0.0f;
+      logits[Next(last)] = 10.0f;
+    }
   }
   out->active_counts.assign(info_.num_layers * T, 0);
   for (int64_t t = 0; t < T; ++t) out->active_counts[kMoeLayer * T + t] = ActiveExperts(tokens[t]);

@@ -37,6 +37,11 @@ class FakeEngine final : public Engine {
 
   // The greedy continuation of `token`.
   static int32_t Next(int32_t token) { return (token + 1) % kVocab; }
+  // With a spread distribution (for sampling tests), the next token after `token` is
+  // token + 1, + 2, + 3 or + 4 (mod the vocabulary) with these logits; every other token has
+  // probability e^-30 relative to the best.
+  static constexpr float kSpreadLogits[4] = {1.5f, 1.0f, 0.25f, -0.5f};
+  void set_spread(bool spread) { spread_ = spread; }
   // |A| the fake reports for a token at the MoE layer.
   static int32_t ActiveExperts(int32_t token) { return 1 + token % 3; }
 
@@ -50,6 +55,7 @@ class FakeEngine final : public Engine {
 
  private:
   EngineInfo info_;
+  bool spread_ = false;
   std::vector<std::vector<ChunkRecord>> steps_;
   absl::Status fail_next_;
   std::vector<std::string> violations_;

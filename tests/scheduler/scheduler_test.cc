@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <map>
 #include <memory>
 
@@ -290,6 +291,111 @@ TEST(Scheduler, PrefixCachingOffComputesEveryPromptToken) {
   EXPECT_EQ(second->tokens(), first->tokens());
   EXPECT_EQ(h.engine.steps()[steps_before][0].start_position, 0);
   EXPECT_EQ(second->events.back().moe_stats[0].tokens, 14u);
+}
+
+// ---- speculative decoding ----
+
+TEST(SchedulerSpeculative, GreedyOutputEqualsNoSpeculationInFewerSteps) {
+  // The prompt repeats its start, so its last three tokens find a draft: 13 14 15 10.
+  RequestParams p = Request(10, 6, 8);
+  for (int32_t t : {10, 11, 12}) p.prompt.push_back(t);
+  SchedulerOptions off;
+  Harness plain(64, off);
+  auto expected = plain.Add(p);
+  plain.RunUntilIdle();
+  SchedulerOptions on;
+  on.speculative_max_draft = 4;
+  Harness spec(64, on);
+  auto got = spec.Add(p);
+  spec.RunUntilIdle();
+  EXPECT_EQ(got->tokens(), expected->tokens());
+  EXPECT_EQ(got->tokens(), (std::vector<int32_t>{13, 14, 15, 16, 17, 18, 19, 20}));
+  EXPECT_LT(spec.engine.steps().size(), plain.engine.steps().size());
+  // The prefill samples 13; the first decode then looks up (11 12 13), drafts what followed it
+  // (14 15 10 11) and verifies [13 | 14 15 10 11] with logits for every row: two accepted, the
+  // third replaced by the model's own 16.
+  const ChunkRecord& verify = spec.engine.steps()[1][0];
+  EXPECT_EQ(verify.start_position, 9);
+  EXPECT_EQ(verify.tokens, (std::vector<int32_t>{13, 14, 15, 10, 11}));
+  EXPECT_EQ(verify.logits, LogitsMode::kAll);
+  EXPECT_EQ(spec.engine.steps()[2][0].start_position, 12);  // 13 14 15 kept; 16 comes next
+  EXPECT_GE(spec.scheduler.GetStats().spec_accepted_tokens, 2u);
+  EXPECT_GT(spec.scheduler.GetStats().spec_draft_tokens, spec.scheduler.GetStats().spec_accepted_tokens);
+  // Rejected drafts gave their blocks back; the request's MoE totals count every routed token.
+  EXPECT_EQ(spec.FreeBlocks(), 64);
+  EXPECT_TRUE(spec.engine.violations().empty());
+}
+
+TEST(SchedulerSpeculative, ARequestCanTurnItOffAndABusyStepDoesNotSpeculate) {
+  RequestParams p = Request(10, 6, 4);
+  for (int32_t t : {10, 11, 12}) p.prompt.push_back(t);
+  SchedulerOptions o;
+  o.speculative_max_draft = 4;
+  o.speculative_max_batch = 1;
+  Harness h(64, o);
+  RequestParams opted_out = p;
+  opted_out.max_draft_tokens = 0;
+  h.Add(opted_out);
+  h.RunUntilIdle();
+  EXPECT_EQ(h.scheduler.GetStats().spec_draft_tokens, 0u);
+  h.Add(p);
+  h.Add(p);  // two decoding sequences > speculative_max_batch
+  h.RunUntilIdle();
+  EXPECT_EQ(h.scheduler.GetStats().spec_draft_tokens, 0u);
+}
+
+// Sampling: speculative rejection sampling leaves the output distribution unchanged. The fake
+// model's next token is the last + 1 .. + 4 with fixed probabilities (kSpreadLogits), so the
+// steps between consecutive tokens are independent draws of that distribution. After the
+// prefill's token t0, a draft is verified when t0 recurs in the prompt: after 7 the lookup
+// drafts 8 (right half the time), after 8 it drafts 5 (never right). The joint frequency of
+// the two steps that follow t0 over many seeded requests must match the exact distribution.
+TEST(SchedulerSpeculative, SamplingKeepsTheModelsDistribution) {
+  constexpr int kRequests = 8000;
+  SchedulerOptions o;
+  o.max_waiting = kRequests;
+  o.max_running = 512;
+  o.max_batch_tokens = 4096;
+  o.speculative_max_draft = 3;
+  o.speculative_max_batch = 1 << 20;
+  Harness h(4096, o);
+  h.engine.set_spread(true);
+  std::vector<std::shared_ptr<RecordingSink>> sinks;
+  for (int i = 0; i < kRequests; ++i) {
+    RequestParams p;
+    p.prompt = {5, 6, 7, 8, 5, 6};  // the suffix (5, 6) drafts 7 8 5
+    p.max_new_tokens = 3;
+    p.sampling.temperature = 1.0f;
+    p.sampling.seed = 1000 + i;
+    sinks.push_back(h.Add(std::move(p)));
+  }
+  h.RunUntilIdle(1000);
+  double softmax[4], z = 0;
+  for (int k = 0; k < 4; ++k) z += std::exp(double{FakeEngine::kSpreadLogits[k]});
+  for (int k = 0; k < 4; ++k) softmax[k] = std::exp(double{FakeEngine::kSpreadLogits[k]}) / z;
+  std::map<std::pair<int, int>, int> counts;
+  for (const auto& s : sinks) {
+    const std::vector<int32_t> t = s->tokens();
+    ASSERT_EQ(t.size(), 3u);
+    const int b = (t[1] - t[0] + FakeEngine::kVocab) % FakeEngine::kVocab - 1;
+    const int c = (t[2] - t[1] + FakeEngine::kVocab) % FakeEngine::kVocab - 1;
+    ASSERT_TRUE(b >= 0 && b < 4 && c >= 0 && c < 4) << t[0] << " " << t[1] << " " << t[2];
+    ++counts[{b, c}];
+  }
+  // Pearson's chi-square over the 16 pairs (15 degrees of freedom; the 0.999 quantile is 37.7).
+  double chi2 = 0;
+  for (int a = 0; a < 4; ++a) {
+    for (int b = 0; b < 4; ++b) {
+      const double expected = kRequests * softmax[a] * softmax[b];
+      const double d = counts[{a, b}] - expected;
+      chi2 += d * d / expected;
+    }
+  }
+  EXPECT_LT(chi2, 37.7);
+  // Both sides of the verification ran: drafts were accepted and rejected.
+  const SchedulerStats stats = h.scheduler.GetStats();
+  EXPECT_GT(stats.spec_accepted_tokens, 0u);
+  EXPECT_LT(stats.spec_accepted_tokens, stats.spec_draft_tokens);
 }
 
 }  // namespace
