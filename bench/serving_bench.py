@@ -84,7 +84,7 @@ def main():
 
 def concurrency_sweep(a, common, result):
     sweep = {}
-    with LiveServer(MOESERVE, a.model, common) as server:
+    with LiveServer(MOESERVE, a.model, common, metrics_listen="") as server:
         for concurrency, n in [(1, 4), (4, 8), (16, 32), (64, 64)]:
             runs = [bench(server.target, concurrency, n) for _ in range(a.runs)]
             sweep[concurrency] = {
@@ -104,7 +104,7 @@ def serving_overhead(a, common, result):
     # Serving overhead: the engine alone and the server at c=1 in alternation (the VM's speed
     # drifts by several per cent over minutes, more than the 5 % being measured), medians.
     engine, server_itl = [], []
-    with LiveServer(MOESERVE, a.model, common) as server:
+    with LiveServer(MOESERVE, a.model, common, metrics_listen="") as server:
         for _ in range(max(5, a.runs)):
             engine.append(engine_decode_ms(a.model, a.threads, 1))
             server_itl.append(1000 * bench(server.target, 1, 4)["itl_s"]["p50"])
@@ -121,7 +121,7 @@ def serving_overhead(a, common, result):
 def metrics_overhead(a, common, result):
     overhead = {}
     with LiveServer(MOESERVE, a.model, common, metrics_listen="127.0.0.1:0") as on, \
-            LiveServer(MOESERVE, a.model, common) as off:
+            LiveServer(MOESERVE, a.model, common, metrics_listen="") as off:
         for concurrency, n in [(1, 4), (16, 32)]:
             with_metrics, without = [], []
             # The bar is 2 %, below this VM's drift over minutes: many back-to-back pairs, the

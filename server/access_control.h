@@ -10,6 +10,7 @@
 #include <mutex>
 #include <string>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "server/server_config.h"
 
@@ -37,7 +38,7 @@ class AccessControl {
   std::string token_;  // empty = no authentication
   int max_per_client_ = 0;
   std::mutex mu_;
-  std::map<std::string, int> in_flight_;
+  std::map<std::string, int> in_flight_ ABSL_GUARDED_BY(mu_);
 };
 
 // Equal-length-independent comparison whose time does not depend on where the inputs differ.

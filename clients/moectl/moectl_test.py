@@ -1,4 +1,4 @@
-"""moectl against a live moeserve, one case per CTest test (see clients/testing/live_moeserve.py).
+"""moectl against a live moeserve, one case per CTest test (see tests/live_server.py).
 
     moectl_test.py --moeserve BIN --config YAML --model DIR --moectl BIN --case NAME
 No timing assertions: every call has a generous deadline and only results are checked.
@@ -9,8 +9,8 @@ import subprocess
 import sys
 import tempfile
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "testing"))
-from live_moeserve import run_case  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests"))
+from live_server import run_case  # noqa: E402
 
 
 def moectl(args, target, *argv, expect=0, target_flag=True):

@@ -9,8 +9,8 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-sys.path.insert(0, os.path.join(HERE, "..", "testing"))
-from live_moeserve import run_case  # noqa: E402
+sys.path.insert(0, os.path.join(HERE, "..", "..", "tests"))
+from live_server import run_case  # noqa: E402
 from moeserve_client import Client, MoeserveError  # noqa: E402
 
 TIMEOUT = 90
