@@ -64,8 +64,8 @@ RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin moes
  && mkdir -p /models
 USER 10001:10001
 VOLUME ["/models"]
-# gRPC (inference, health, reflection) and Prometheus metrics.
-EXPOSE 50051 9400
+# gRPC (inference, health, reflection), Prometheus metrics and the OpenAI-compatible HTTP API.
+EXPOSE 50051 9400 8000
 # Health is NOT_SERVING until the model is loaded and warm, and while draining.
 HEALTHCHECK --interval=10s --timeout=8s --start-period=300s --retries=3 \
   CMD ["moectl", "health", "--target", "localhost:50051"]

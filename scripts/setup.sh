@@ -23,6 +23,9 @@ PACKAGES=(
   python3 python3-numpy python3-torch python3-grpcio python3-protobuf python3-yaml
   # benchmark plots (bench/cpu_suite.py)
   python3-matplotlib
+  # the OpenAI API's client test (clients/openai-node: npm ci of the pinned openai package;
+  # Debian splits npm into its own package, NodeSource's nodejs bundles it)
+  nodejs
   # tools/train: the demo models' corpus (English fortune cookies, BSD licence) and an
   # optimised BLAS for torch (Debian's torch links the reference libblas3 otherwise, ~5x
   # slower; the serial build keeps training single-threaded and deterministic)

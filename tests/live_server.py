@@ -24,7 +24,7 @@ import time
 
 class LiveServer:
     def __init__(self, binary, model, overrides=(), metrics_listen="127.0.0.1:0", config=None,
-                 startup_timeout=120.0, shutdown_timeout=90.0):
+                 startup_timeout=120.0, shutdown_timeout=90.0, http_listen=""):
         for value in [model, *overrides]:
             if "," in value:
                 raise ValueError(f"a --set value cannot hold a comma: {value!r}")
@@ -33,6 +33,7 @@ class LiveServer:
         self.model = os.path.abspath(model)
         self.overrides = list(overrides)
         self.metrics_listen = metrics_listen
+        self.http_listen = http_listen  # the OpenAI-compatible API; off unless asked (its default is :8000)
         self.startup_timeout = startup_timeout
         self.shutdown_timeout = shutdown_timeout
         self.port = None
@@ -46,7 +47,8 @@ class LiveServer:
         self._dir = tempfile.TemporaryDirectory(prefix="moeserve-live-")
         port_file = os.path.join(self._dir.name, "port")
         settings = [f"model.path={self.model}", "server.listen=127.0.0.1:0", f"server.port_file={port_file}",
-                    f"metrics.listen={self.metrics_listen}", "server.grace_period_s=10"] + self.overrides
+                    f"metrics.listen={self.metrics_listen}", f"http.listen={self.http_listen}",
+                    "server.grace_period_s=10"] + self.overrides
         command = [self.binary] + (["--config", self.config] if self.config else []) + ["--set", ",".join(settings)]
         self._log_path = os.path.join(self._dir.name, "moeserve.log")
         with open(self._log_path, "w") as log:

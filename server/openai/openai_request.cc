@@ -119,7 +119,6 @@ absl::Status ParseMessages(const json& body, bool has_tokenizer, const ChatTempl
   if (m == nullptr) return Bad("messages", "required");
   if (!m->is_array()) return Bad("messages", "must be a list of messages");
   if (m->empty()) return Bad("messages", "must not be empty");
-  if (!has_tokenizer) return Bad("messages", "this model has no tokenizer; use /v1/completions with token ids");
   std::vector<ChatMessage> messages;
   for (size_t i = 0; i < m->size(); ++i) {
     const json& msg = (*m)[i];
@@ -140,6 +139,7 @@ absl::Status ParseMessages(const json& body, bool has_tokenizer, const ChatTempl
     ASSIGN_OR_RETURN(std::string text, MessageContent(*content, absl::StrCat(param, ".content")));
     messages.push_back({r, std::move(text)});
   }
+  if (!has_tokenizer) return Bad("messages", "this model has no tokenizer; use /v1/completions with token ids");
   g.set_text(chat_template.Render(messages));
   return absl::OkStatus();
 }
@@ -309,11 +309,6 @@ absl::StatusOr<OpenAiRequest> Parse(ApiKind kind, const json& body, const ChatTe
     }
   }
 
-  if (kind == ApiKind::kChat) {
-    RETURN_IF_ERROR(ParseMessages(body, has_tokenizer, chat_template, r.generate));
-  } else {
-    RETURN_IF_ERROR(ParsePrompt(body, has_tokenizer, r.generate));
-  }
   const json* max_tokens = Get(body, "max_tokens");
   if (kind == ApiKind::kChat) {
     if (const json* v = Get(body, "max_completion_tokens")) {
@@ -331,6 +326,12 @@ absl::StatusOr<OpenAiRequest> Parse(ApiKind kind, const json& body, const ChatTe
   if (const json* v = Get(body, "stop")) RETURN_IF_ERROR(ParseStop(*v, r.generate));
   RETURN_IF_ERROR(ParseLogprobs(body, r));
   if (const json* v = Get(body, "moe")) RETURN_IF_ERROR(ParseMoe(*v, r.generate));
+  // Last, so that a model without a tokenizer still gets every other field checked.
+  if (kind == ApiKind::kChat) {
+    RETURN_IF_ERROR(ParseMessages(body, has_tokenizer, chat_template, r.generate));
+  } else {
+    RETURN_IF_ERROR(ParsePrompt(body, has_tokenizer, r.generate));
+  }
   return r;
 }
 

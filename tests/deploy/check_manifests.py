@@ -25,6 +25,7 @@ import yaml
 
 GRPC_PORT = 50051
 METRICS_PORT = 9400
+HTTP_PORT = 8000  # the OpenAI-compatible API (http.listen)
 CONFIG_IN_IMAGE = "/etc/moeserve/config.yaml"
 DOCKERFILES = {"Dockerfile": "gpu", "deploy/jetson/Dockerfile": "jetson"}
 CONTAINER_CONFIG = "deploy/config/container.yaml"
@@ -222,8 +223,8 @@ def check_dockerfiles(m):
         if not users or users[-1].split(":")[0] in ("root", "0"):
             errors.append(f"{rel}: final stage must switch to a non-root USER (got {users[-1] if users else 'none'})")
         exposed = {int(p.split("/")[0]) for a in instrs(final, "EXPOSE") for p in a.split()}
-        if exposed != {GRPC_PORT, METRICS_PORT}:
-            errors.append(f"{rel}: EXPOSE {sorted(exposed)}, expected [{GRPC_PORT}, {METRICS_PORT}]")
+        if exposed != {GRPC_PORT, METRICS_PORT, HTTP_PORT}:
+            errors.append(f"{rel}: EXPOSE {sorted(exposed)}, expected [{HTTP_PORT}, {GRPC_PORT}, {METRICS_PORT}]")
         hc = instrs(final, "HEALTHCHECK")
         hc_words = re.sub(r'[\[\]",]', " ", hc[-1]).split() if hc else []
         if not hc or "moectl" not in hc_words or "health" not in hc_words or \
@@ -268,6 +269,9 @@ def check_server_config(label, config, errors):
     listen = port_of(dig(config, "server", "listen", default=""))
     if listen is None or listen[1] != GRPC_PORT or listen[0] not in ("0.0.0.0", "[::]"):
         errors.append(f"{label}: server.listen must be 0.0.0.0:{GRPC_PORT} (got {dig(config, 'server', 'listen')})")
+    if dig(config, "http", "listen") != f"0.0.0.0:{HTTP_PORT}":
+        errors.append(f"{label}: http.listen must be 0.0.0.0:{HTTP_PORT} in a container "
+                      f"(got {dig(config, 'http', 'listen')})")
     if dig(config, "metrics", "listen") != f"0.0.0.0:{METRICS_PORT}":
         errors.append(f"{label}: metrics.listen must be 0.0.0.0:{METRICS_PORT} in a container "
                       f"(got {dig(config, 'metrics', 'listen')})")
@@ -301,7 +305,7 @@ def check_compose(m):
     cdir = os.path.dirname(COMPOSE)
     srv = services["moeserve"]
     ports = compose_ports(srv)
-    for want in (GRPC_PORT, METRICS_PORT):
+    for want in (GRPC_PORT, METRICS_PORT, HTTP_PORT):
         if (want, want) not in ports:
             errors.append(f"{COMPOSE}: moeserve must publish {want}:{want} (got {ports})")
     build = srv.get("build") or {}
@@ -367,8 +371,9 @@ def check_k8s(m):
     pod = dep["spec"]["template"]
     labels = dig(pod, "metadata", "labels", default={}) or {}
     named = {p.get("name"): p.get("containerPort") for p in c.get("ports", []) or []}
-    if named.get("grpc") != GRPC_PORT or named.get("metrics") != METRICS_PORT:
-        errors.append(f"Deployment: container ports must be grpc={GRPC_PORT}, metrics={METRICS_PORT} (got {named})")
+    if named.get("grpc") != GRPC_PORT or named.get("metrics") != METRICS_PORT or named.get("http") != HTTP_PORT:
+        errors.append(f"Deployment: container ports must be grpc={GRPC_PORT}, metrics={METRICS_PORT}, "
+                      f"http={HTTP_PORT} (got {named})")
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         port = dig(c, probe, "grpc", "port")
         if port != GRPC_PORT:
@@ -514,7 +519,9 @@ def _set_cm(m, old, new):
 GPU, JET, CC = "Dockerfile", "deploy/jetson/Dockerfile", CONTAINER_CONFIG
 MUTATIONS = [  # (what, mutate(m), text the report must contain)
     ("build tree in context", lambda m: _replace(m, ".dockerignore", "\nbuild\n", "\n"), ".dockerignore"),
-    ("EXPOSE wrong port", lambda m: _replace(m, GPU, "EXPOSE 50051 9400", "EXPOSE 50052 9400"), "EXPOSE"),
+    ("EXPOSE wrong port", lambda m: _replace(m, GPU, "EXPOSE 50051 9400 8000", "EXPOSE 50052 9400 8000"), "EXPOSE"),
+    ("no HTTP port", lambda m: _replace(m, JET, "EXPOSE 50051 9400 8000", "EXPOSE 50051 9400"), "EXPOSE"),
+    ("HTTP API on loopback", lambda m: _replace(m, CC, '"0.0.0.0:8000"', '"127.0.0.1:8000"'), "http.listen"),
     ("USER root", lambda m: _replace(m, GPU, "USER 10001:10001", "USER root"), "non-root USER"),
     ("no HEALTHCHECK", lambda m: _replace(m, JET, "HEALTHCHECK", "LABEL x=y"), "HEALTHCHECK"),
     ("no setup.sh", lambda m: _replace(m, GPU, "RUN bash scripts/setup.sh", "RUN true"), "scripts/setup.sh"),
