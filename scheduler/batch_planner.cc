@@ -10,6 +10,11 @@
 
 namespace moeserve {
 
+uint64_t PrefixCacheSalt(const EngineInfo& info) {
+  return absl::HashOf(info.architecture, info.total_parameters, info.vocab_size, info.num_layers,
+                      static_cast<int>(info.dtype), static_cast<int>(info.kv.dtype), info.kv.block_size);
+}
+
 BatchPlanner::BatchPlanner(const SchedulerOptions& options, int64_t num_blocks, int block_size, uint64_t cache_salt)
     : options_(options), blocks_(num_blocks), block_size_(block_size), cache_salt_(cache_salt) {}
 

@@ -9,6 +9,7 @@
 #include <memory>
 #include <vector>
 
+#include "engine/engine_info.h"
 #include "scheduler/block_allocator.h"
 #include "scheduler/scheduler_options.h"
 #include "scheduler/sequence.h"
@@ -20,6 +21,10 @@ struct PlannedChunk {
   Sequence* seq;
   int64_t num_tokens;
 };
+
+// What a cached block's keys and values depend on besides its tokens: the model and the KV
+// element type (one engine per process today; the salt keeps keys honest if that changes).
+uint64_t PrefixCacheSalt(const EngineInfo& info);
 
 class BatchPlanner {
  public:
@@ -54,6 +59,15 @@ class BatchPlanner {
     uint64_t accepted_tokens = 0;
   };
   const SpecStats& spec_stats() const { return spec_stats_; }
+
+  // Every running total at once, so that a step's report can take differences.
+  struct Counters {
+    uint64_t preemptions = 0, prefix_queried = 0, prefix_hits = 0, evictions = 0, drafted = 0, accepted = 0;
+  };
+  Counters counters() const {
+    return {preemptions_, prefix_stats_.queried_tokens, prefix_stats_.hit_tokens, blocks_.evictions(),
+            spec_stats_.draft_tokens, spec_stats_.accepted_tokens};
+  }
 
   // Ids of every sequence present, running first, each queue in precedence order.
   std::vector<uint64_t> Ids() const;

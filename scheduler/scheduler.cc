@@ -2,20 +2,9 @@
 
 #include <chrono>
 
-#include "absl/hash/hash.h"
 #include "absl/strings/str_cat.h"
 
 namespace moeserve {
-namespace {
-
-// What a cached block's keys and values depend on besides its tokens: the model and the KV
-// element type (one engine per process today; the salt keeps keys honest if that changes).
-uint64_t PrefixCacheSalt(const EngineInfo& info) {
-  return absl::HashOf(info.architecture, info.total_parameters, info.vocab_size, info.num_layers,
-                      static_cast<int>(info.dtype), static_cast<int>(info.kv.dtype), info.kv.block_size);
-}
-
-}  // namespace
 
 Scheduler::Scheduler(Engine* engine, const Tokenizer* tokenizer, const SchedulerOptions& options,
                      SchedulerObserver* observer)
@@ -109,9 +98,10 @@ void Scheduler::PublishStats() {
   stat_running_.store(planner_.num_running());
   stat_waiting_.store(planner_.num_waiting());
   stat_free_blocks_.store(planner_.blocks().num_free());
-  stat_preemptions_.store(planner_.preemptions());
-  stat_spec_drafted_.store(planner_.spec_stats().draft_tokens);
-  stat_spec_accepted_.store(planner_.spec_stats().accepted_tokens);
+  const BatchPlanner::Counters counters = planner_.counters();
+  stat_preemptions_.store(counters.preemptions);
+  stat_spec_drafted_.store(counters.drafted);
+  stat_spec_accepted_.store(counters.accepted);
 }
 
 void Scheduler::TakeInbox() {
@@ -148,10 +138,7 @@ void Scheduler::Finish(uint64_t id, FinishReason reason) {
 void Scheduler::RunOnce() {
   TakeInbox();
   for (uint64_t id : planner_.Expired(Clock::now())) Finish(id, FinishReason::kDeadline);
-  const uint64_t preempted_before = planner_.preemptions();
-  const BatchPlanner::PrefixStats prefix_before = planner_.prefix_stats();
-  const uint64_t evictions_before = planner_.blocks().evictions();
-  const BatchPlanner::SpecStats spec_before = planner_.spec_stats();
+  const BatchPlanner::Counters before = planner_.counters();
   const std::vector<PlannedChunk> plan = planner_.Plan();
   PublishStats();
   if (!plan.empty()) {
@@ -159,7 +146,9 @@ void Scheduler::RunOnce() {
     const ForwardBatch batch = processor_.BuildBatch(plan);
     const absl::Status status = engine_->Forward(batch, &output_);
     StepOutcome outcome = processor_.Process(plan, batch, status, output_);
-    for (const StepOutcome::Verification& v : outcome.verified) planner_.AfterVerification(*v.seq, v.drafted, v.accepted);
+    for (const StepOutcome::Verification& v : outcome.verified) {
+      planner_.AfterVerification(*v.seq, v.drafted, v.accepted);
+    }
     if (status.ok()) planner_.PublishComputed(plan);
     // Final events: the last token's event carries the finish reason and the stats.
     for (auto& [id, event] : outcome.finished) {
@@ -167,14 +156,8 @@ void Scheduler::RunOnce() {
       if (seq != nullptr) processor_.EndSequence(*seq, std::move(event));
     }
     if (observer_) {
-      StepReport report = processor_.Report(plan, outcome, planner_, planner_.preemptions() - preempted_before,
-                                            std::chrono::duration<double>(Clock::now() - start).count());
-      report.prefix_queried_tokens = planner_.prefix_stats().queried_tokens - prefix_before.queried_tokens;
-      report.prefix_hit_tokens = planner_.prefix_stats().hit_tokens - prefix_before.hit_tokens;
-      report.prefix_evictions = planner_.blocks().evictions() - evictions_before;
-      report.prefix_cached_blocks = planner_.blocks().cached_blocks();
-      report.spec_draft_tokens = planner_.spec_stats().draft_tokens - spec_before.draft_tokens;
-      report.spec_accepted_tokens = planner_.spec_stats().accepted_tokens - spec_before.accepted_tokens;
+      const StepReport report = processor_.Report(plan, outcome, planner_, before,
+                                                  std::chrono::duration<double>(Clock::now() - start).count());
       observer_->OnStep(report);
     }
   }

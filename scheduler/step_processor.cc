@@ -184,7 +184,9 @@ void StepProcessor::AbortSequence(Sequence& s, FinishReason reason) {
 }
 
 StepReport StepProcessor::Report(const std::vector<PlannedChunk>& plan, const StepOutcome& outcome,
-                                 const BatchPlanner& planner, uint64_t preemptions, double seconds) const {
+                                 const BatchPlanner& planner, const BatchPlanner::Counters& before,
+                                 double seconds) const {
+  const BatchPlanner::Counters now = planner.counters();
   StepReport report;
   report.phase = outcome.any_prefill && outcome.any_decode ? StepPhase::kMixed
                  : outcome.any_prefill                     ? StepPhase::kPrefill
@@ -196,7 +198,13 @@ StepReport StepProcessor::Report(const std::vector<PlannedChunk>& plan, const St
   report.running = planner.num_running();
   report.waiting = planner.num_waiting();
   report.kv_usage = planner.blocks().usage_ratio();
-  report.preemptions = static_cast<int>(preemptions);
+  report.preemptions = static_cast<int>(now.preemptions - before.preemptions);
+  report.prefix_queried_tokens = now.prefix_queried - before.prefix_queried;
+  report.prefix_hit_tokens = now.prefix_hits - before.prefix_hits;
+  report.prefix_evictions = now.evictions - before.evictions;
+  report.prefix_cached_blocks = planner.blocks().cached_blocks();
+  report.spec_draft_tokens = now.drafted - before.drafted;
+  report.spec_accepted_tokens = now.accepted - before.accepted;
   return report;
 }
 

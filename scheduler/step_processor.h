@@ -59,8 +59,9 @@ class StepProcessor {
   void AbortSequence(Sequence& seq, FinishReason reason);
 
   // The step's figures for the observer, after its finished sequences have left the planner.
+  // `before` = the planner's counters when the step was planned.
   StepReport Report(const std::vector<PlannedChunk>& plan, const StepOutcome& outcome, const BatchPlanner& planner,
-                    uint64_t preemptions, double seconds) const;
+                    const BatchPlanner::Counters& before, double seconds) const;
 
  private:
   // The logits row of a sequence, with the NaN fault injection applied; false (and the event
