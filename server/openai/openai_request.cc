@@ -24,12 +24,12 @@ absl::Status Bad(const std::string& param, const std::string& what) {
 const std::set<std::string> kCompletionFields = {
     "model", "prompt", "max_tokens", "temperature", "top_p", "n", "stream", "stream_options", "logprobs", "echo",
     "stop", "presence_penalty", "frequency_penalty", "best_of", "logit_bias", "user", "seed", "suffix", "moe",
-    "top_k", "min_p", "repetition_penalty"};
+    "top_k", "min_p", "repetition_penalty", "speculative"};
 const std::set<std::string> kChatFields = {
     "model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "n", "stream",
     "stream_options", "stop", "presence_penalty", "frequency_penalty", "logprobs", "top_logprobs", "seed", "user",
     "logit_bias", "response_format", "tools", "tool_choice", "parallel_tool_calls", "functions", "function_call",
-    "moe", "top_k", "min_p", "repetition_penalty"};
+    "moe", "top_k", "min_p", "repetition_penalty", "speculative"};
 const std::set<std::string> kUnsupported = {"tools", "tool_choice", "parallel_tool_calls", "functions",
                                             "function_call", "suffix"};
 
@@ -160,7 +160,14 @@ absl::Status ParseStop(const json& v, v1::GenerateRequest& g) {
 absl::Status ParseMoe(const json& v, v1::GenerateRequest& g) {
   if (!v.is_object()) return Bad("moe", "must be an object");
   for (const auto& [k, item] : v.items()) {
-    if (k != "expert_budget") return Bad(absl::StrCat("moe.", k), "unknown field (moe takes expert_budget)");
+    if (k == "prefix_cache") {  // false: neither reuse nor publish cached KV blocks
+      if (!item.is_boolean()) return Bad("moe.prefix_cache", "must be a boolean");
+      g.set_skip_prefix_cache(!item.get<bool>());
+      continue;
+    }
+    if (k != "expert_budget") {
+      return Bad(absl::StrCat("moe.", k), "unknown field (moe takes expert_budget and prefix_cache)");
+    }
     if (item.is_null()) continue;
     if (!item.is_object()) return Bad("moe.expert_budget", "must be an object");
     v1::ExpertBudget* b = g.mutable_expert_budget();
@@ -178,6 +185,18 @@ absl::Status ParseMoe(const json& v, v1::GenerateRequest& g) {
         return Bad(param, "unknown field (min_weight, k_scale or max_experts)");
       }
     }
+  }
+  return absl::OkStatus();
+}
+
+// Speculative decoding (vLLM's name): {"max_draft_tokens": k}, k = 0 turning it off.
+absl::Status ParseSpeculative(const json& v, v1::GenerateRequest& g) {
+  if (!v.is_object()) return Bad("speculative", "must be an object");
+  for (const auto& [k, item] : v.items()) {
+    if (k != "max_draft_tokens") return Bad(absl::StrCat("speculative.", k), "unknown field (max_draft_tokens)");
+    ASSIGN_OR_RETURN(const int64_t n, Integer(item, "speculative.max_draft_tokens"));
+    if (n < 0) return Bad("speculative.max_draft_tokens", "must be >= 0");
+    g.mutable_speculative()->set_max_draft_tokens(static_cast<uint32_t>(std::min<int64_t>(n, 1 << 20)));
   }
   return absl::OkStatus();
 }
@@ -326,6 +345,7 @@ absl::StatusOr<OpenAiRequest> Parse(ApiKind kind, const json& body, const ChatTe
   if (const json* v = Get(body, "stop")) RETURN_IF_ERROR(ParseStop(*v, r.generate));
   RETURN_IF_ERROR(ParseLogprobs(body, r));
   if (const json* v = Get(body, "moe")) RETURN_IF_ERROR(ParseMoe(*v, r.generate));
+  if (const json* v = Get(body, "speculative")) RETURN_IF_ERROR(ParseSpeculative(*v, r.generate));
   // Last, so that a model without a tokenizer still gets every other field checked.
   if (kind == ApiKind::kChat) {
     RETURN_IF_ERROR(ParseMessages(body, has_tokenizer, chat_template, r.generate));
