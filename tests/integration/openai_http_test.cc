@@ -298,7 +298,12 @@ TEST(OpenAiHttp, ValidationErrorsNameTheField) {
   };
   for (const Case& k : cases) {
     // The context check runs on the tokenized chat prompt (sanitizer builds have no tokenizer).
+    // So does the range check of chat's top_logprobs (after the messages are rendered).
     if (!MOESERVE_TEST_MODEL_HAS_TOKENIZER && std::string(k.param) == "max_completion_tokens") continue;
+    if (!MOESERVE_TEST_MODEL_HAS_TOKENIZER && std::string(k.path) == "/v1/chat/completions" &&
+        k.body.value("logprobs", false)) {
+      continue;
+    }
     const Reply r = Post(c, k.path, k.body);
     EXPECT_EQ(r.status, 400) << k.path << " " << k.body.dump() << " -> " << r.body;
     ASSERT_TRUE(r.j.contains("error")) << r.body;
@@ -429,11 +434,15 @@ void ExpectCancelledOnDisconnect(bool stream) {
     ASSERT_NE(got.find("text/event-stream"), std::string::npos) << got;
   }
   // Let the sequence grow to 5 blocks (80 tokens at 16 per block) before the client leaves.
+  // (Sanitizer builds step several times slower: the waits allow for it.)
   int64_t during_free = 0;
-  ASSERT_TRUE(WaitForInfo(s, [&](const v1::ModelInfo& i) {
-    during_free = i.kv_blocks_free();
-    return i.num_requests_running() == 1 && i.kv_blocks_free() <= idle_free - 5;
-  }));
+  ASSERT_TRUE(WaitForInfo(
+      s,
+      [&](const v1::ModelInfo& i) {
+        during_free = i.kv_blocks_free();
+        return i.num_requests_running() == 1 && i.kv_blocks_free() <= idle_free - 5;
+      },
+      60000));
   const auto closed = std::chrono::steady_clock::now();
   conn.Close();
   // Gone, and every block free again (idle prefix-cache blocks count as free).
@@ -445,7 +454,8 @@ void ExpectCancelledOnDisconnect(bool stream) {
       3000))
       << s.Info().DebugString() << "blocks free while running: " << during_free;
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - closed).count();
-  EXPECT_LT(seconds, 1.0) << "the request ran on after its client left";
+  // Uncancelled, the remaining ~120 tokens would take >= 2.4 s even without the sanitizers' cost.
+  EXPECT_LT(seconds, MOESERVE_TEST_MODEL_HAS_TOKENIZER ? 1.0 : 2.0) << "the request ran on after its client left";
 }
 
 TEST(OpenAiHttp, StreamClientDisconnectCancelsAndFreesKvBlocks) { ExpectCancelledOnDisconnect(true); }
