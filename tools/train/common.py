@@ -5,6 +5,7 @@ to group j // (n_h / n_g)."""
 import math
 import os
 import sys
+import time
 
 import numpy as np
 import torch
@@ -14,6 +15,19 @@ import torch.nn.functional as F
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "py"))
 import safetensors_io as st  # noqa: E402
+
+
+def start_run(a, presets):
+    """Fills the arguments left unset from the chosen preset, makes torch single-seeded and
+    deterministic, creates the output folder; returns the start time."""
+    for k, v in presets[a.preset].items():
+        if getattr(a, k) is None:
+            setattr(a, k, v)
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(a.seed)
+    torch.use_deterministic_algorithms(True)
+    os.makedirs(a.out, exist_ok=True)
+    return time.time()
 
 
 def linear(out_f, in_f, std):

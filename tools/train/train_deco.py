@@ -24,7 +24,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
 sys.path.insert(0, HERE)
 import gen_tiny_model as gen  # noqa: E402
-from common import batches, bf16_round, evaluate, lr_at, write_safetensors  # noqa: E402
+from common import batches, bf16_round, evaluate, lr_at, start_run, write_safetensors  # noqa: E402
 from data import prepare  # noqa: E402
 from deco_model import DecoLM  # noqa: E402
 
@@ -70,14 +70,7 @@ def main(argv=None):
     ap.add_argument("--max-docs", type=int, help="use only the first N documents (tests)")
     ap.add_argument("--tokenizer", help="reuse this tokenizer.model instead of training one")
     a = ap.parse_args(argv)
-    for k, v in PRESETS[a.preset].items():
-        if getattr(a, k) is None:
-            setattr(a, k, v)
-    torch.set_num_threads(a.threads)
-    torch.manual_seed(a.seed)
-    torch.use_deterministic_algorithms(True)
-    os.makedirs(a.out, exist_ok=True)
-    t0 = time.time()
+    t0 = start_run(a, PRESETS)
 
     data, test_docs, V = prepare(a.out, a.vocab, a.seed, a.max_docs, a.tokenizer)
     cfg, mcfg = export_config(a, V)
