@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "engine/backend/create_backend.h"
+#include "engine/backend/cuda/cuda_forward.h"
 #include "engine/model_weights.h"
 
 namespace moeserve {
@@ -110,6 +111,8 @@ absl::Status ModelEngine::Validate(const ForwardBatch& batch) const {
 }
 
 }  // namespace
+
+bool CudaBackendAvailable() { return CudaBackendBuilt(); }
 
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& options) {
   ASSIGN_OR_RETURN(const BackendDecision decision, DecideBackend(options.backend));

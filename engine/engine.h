@@ -20,6 +20,9 @@
 
 namespace moeserve {
 
+// True when this binary has the CUDA backend (model.backend: cuda can work at all).
+bool CudaBackendAvailable();
+
 struct EngineOptions {
   std::string model_dir;
   BackendChoice backend = BackendChoice::kCpu;

@@ -7,7 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "engine/backend/cuda/cuda_forward.h"
+#include "engine/engine.h"
 #include "common/status_macros.h"
 #include "server/openai/chat_template.h"
 #include "yaml-cpp/yaml.h"
@@ -162,7 +162,7 @@ absl::Status Apply(const YAML::Node& root, const std::string& label, ServerConfi
              &c.model.backend, label,
              {{"auto", BackendChoice::kAuto}, {"cpu", BackendChoice::kCpu}, {"cuda", BackendChoice::kCuda}}, 3,
              [](const BackendChoice& b) {
-               return b != BackendChoice::kCuda || CudaBackendBuilt()
+               return b != BackendChoice::kCuda || CudaBackendAvailable()
                           ? std::string()
                           : std::string("cuda is not built in this binary (MOESERVE_CUDA=OFF); use cpu or auto");
              })},
