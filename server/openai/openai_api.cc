@@ -64,6 +64,9 @@ struct Generation {
   bool finished = false;  // the final event arrived, or the request was aborted
   bool released = false;  // the per-client slot was given back
   bool role_sent = false;
+  // No tokenizer: token-id completions carry no text, so every event with tokens is a chunk
+  // (empty text) rather than none until the end.
+  bool textless = false;
 
   void Release() {
     if (released) return;
@@ -93,7 +96,9 @@ bool StreamStep(Generation& g, httplib::DataSink& sink) {
       g.Cancel();
       return false;
     }
-    if (!e->text.empty() || !e->logprobs.empty()) out += SseEvent(g.builder->DeltaChunk(*e));
+    if (!e->text.empty() || !e->logprobs.empty() || (g.textless && !e->token_ids.empty())) {
+      out += SseEvent(g.builder->DeltaChunk(*e));
+    }
     if (e->finish != FinishReason::kNone) {
       g.finished = true;
       g.Release();
@@ -238,6 +243,7 @@ void OpenAiApi::Generate(ApiKind kind, const httplib::Request& req, httplib::Res
   }
   g->handle = *handle;
   g->peer = std::make_unique<PeerConnection>(req);
+  g->textless = services_.tokenizer == nullptr;
   g->request = std::move(*parsed);
   g->builder = std::make_unique<ResponseBuilder>(g->request, absl::StrCat(kind == ApiKind::kChat ? "chatcmpl-" : "cmpl-", n),
                                                  model_name_, services_.tokenizer);

@@ -442,7 +442,8 @@ void ExpectCancelledOnDisconnect(bool stream) {
         during_free = i.kv_blocks_free();
         return i.num_requests_running() == 1 && i.kv_blocks_free() <= idle_free - 5;
       },
-      60000));
+      60000))
+      << s.Info().DebugString() << " idle free " << idle_free;
   const auto closed = std::chrono::steady_clock::now();
   conn.Close();
   // Gone, and every block free again (idle prefix-cache blocks count as free).
