@@ -2,6 +2,7 @@
 token stream, the LR schedule, evaluation and bf16 export helpers. Layouts follow the specs
 (deco.md §3, softmoe.md §7.2.3): weights are [out, in], RoPE is rotate-half, GQA maps head j
 to group j // (n_h / n_g)."""
+import json
 import math
 import os
 import sys
@@ -28,6 +29,14 @@ def start_run(a, presets):
     torch.use_deterministic_algorithms(True)
     os.makedirs(a.out, exist_ok=True)
     return time.time()
+
+
+def write_report(out, report, trainer, t0):
+    """Writes out/training_report.json and says how long the run took."""
+    with open(os.path.join(out, "training_report.json"), "w") as f:
+        json.dump(report, f, indent=1)
+        f.write("\n")
+    print(f"{trainer}: wrote {out} in {(time.time() - t0) / 60:.1f} min", flush=True)
 
 
 def linear(out_f, in_f, std):

@@ -24,7 +24,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
 sys.path.insert(0, HERE)
 import gen_tiny_model as gen  # noqa: E402
-from common import batches, bf16_round, evaluate, lr_at, start_run, write_safetensors  # noqa: E402
+from common import batches, bf16_round, evaluate, lr_at, start_run, write_report, write_safetensors  # noqa: E402
 from data import prepare  # noqa: E402
 from deco_model import DecoLM  # noqa: E402
 
@@ -142,10 +142,7 @@ def main(argv=None):
             torch.tensor(nll).exp()), 3), activation_per_layer=act,
             activation_mean=round(sum(act.values()) / len(act), 4)),
         loss_curve=curve)
-    with open(os.path.join(a.out, "training_report.json"), "w") as f:
-        json.dump(report, f, indent=1)
-        f.write("\n")
-    print(f"train_deco: wrote {a.out} in {(time.time() - t0) / 60:.1f} min", flush=True)
+    write_report(a.out, report, "train_deco", t0)
     return 0
 
 

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from common import batches, bf16_round, evaluate, lr_at, start_run, write_safetensors  # noqa: E402
+from common import batches, bf16_round, evaluate, lr_at, start_run, write_report, write_safetensors  # noqa: E402
 from data import prepare  # noqa: E402
 from softmoe_model import SoftMoELM  # noqa: E402
 
@@ -157,10 +157,7 @@ def main(argv=None):
         held_out=dict(tokens=n_tok, nll=round(nll, 4), perplexity=round(float(np.exp(nll)), 3),
                       mean_active_experts_per_layer=act),
         loss_curve=curve)
-    with open(os.path.join(a.out, "training_report.json"), "w") as f:
-        json.dump(report, f, indent=1)
-        f.write("\n")
-    print(f"train_softmoe: wrote {a.out} in {(time.time() - t0) / 60:.1f} min", flush=True)
+    write_report(a.out, report, "train_softmoe", t0)
     return 0
 
 
