@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "engine/kernels/cpu/panel_pack.h"
 #include "engine/kernels/cpu/weight_matrix.h"
 #include "engine/dtype.h"
 #include "engine/model_config.h"
@@ -64,6 +65,8 @@ struct ModelWeights {
   // Owned storage: converted matrices and the mapped checkpoint.
   std::vector<std::unique_ptr<unsigned char[]>> buffers;
   std::unique_ptr<TensorStore> store;
+  // Matrices the CPU backend repacked for its kernels (backend/cpu/panel_weights.h).
+  std::vector<PanelStorage> panel_storage;
 
   int64_t TotalParameters() const;
 };

@@ -38,7 +38,7 @@ absl::StatusOr<BackendDecision> DecideBackend(BackendChoice choice) {
   return BackendDecision{Backend::kCpu, absl::StrCat("auto: no CUDA device (", probe.error, ")")};
 }
 
-absl::StatusOr<std::unique_ptr<ForwardBackend>> CreateBackend(Backend backend, const ModelWeights& weights,
+absl::StatusOr<std::unique_ptr<ForwardBackend>> CreateBackend(Backend backend, ModelWeights& weights,
                                                               const BackendOptions& options) {
   if (backend == Backend::kCuda) return CreateCudaForward(weights, options);
   return CreateCpuForward(weights, options);

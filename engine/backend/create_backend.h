@@ -22,8 +22,9 @@ struct BackendDecision {
 // An explicit kCuda without the build is FailedPrecondition naming model.backend.
 absl::StatusOr<BackendDecision> DecideBackend(BackendChoice choice);
 
-// Builds the decided backend over `weights` (which must outlive it).
-absl::StatusOr<std::unique_ptr<ForwardBackend>> CreateBackend(Backend backend, const ModelWeights& weights,
+// Builds the decided backend over `weights` (which must outlive it; the CPU backend repacks
+// them for its kernels).
+absl::StatusOr<std::unique_ptr<ForwardBackend>> CreateBackend(Backend backend, ModelWeights& weights,
                                                               const BackendOptions& options);
 
 }  // namespace moeserve

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "engine/attention.h"
+#include "engine/backend/cpu/panel_weights.h"
 #include "engine/kernels/cpu/matmul.h"
 #include "engine/kernels/cpu/thread_pool.h"
 #include "engine/logits_rows.h"
@@ -272,7 +273,8 @@ void CpuForward::RunMoe(int layer_index, int64_t T) {
   if (moe.shared) FinishFfn(*moe.shared, T, x_.data());
 }
 
-std::unique_ptr<ForwardBackend> CreateCpuForward(const ModelWeights& weights, const BackendOptions& options) {
+std::unique_ptr<ForwardBackend> CreateCpuForward(ModelWeights& weights, const BackendOptions& options) {
+  PackWeightsInPanels(weights);
   return std::make_unique<CpuForward>(weights, options);
 }
 

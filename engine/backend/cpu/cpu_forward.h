@@ -12,8 +12,9 @@
 
 namespace moeserve {
 
-// `weights` must outlive the backend.
-std::unique_ptr<ForwardBackend> CreateCpuForward(const ModelWeights& weights, const BackendOptions& options);
+// `weights` must outlive the backend, which repacks its matrices for the CPU kernels
+// (panel_weights.h) and reads them from then on.
+std::unique_ptr<ForwardBackend> CreateCpuForward(ModelWeights& weights, const BackendOptions& options);
 
 }  // namespace moeserve
 

@@ -197,6 +197,7 @@ constexpr KernelSet MakeKernelSet(const char* name) {
       {&SegmentedAny<Isa, float>, &SegmentedAny<Isa, Bf16>, &SegmentedAny<Isa, F16>, &SegmentedAny<Isa, int8_t>},
       {&WeightedRows<Isa, float>, &WeightedRows<Isa, Bf16>, &WeightedRows<Isa, F16>, &WeightedRows<Isa, int8_t>},
       {},
+      {},
   };
 }
 

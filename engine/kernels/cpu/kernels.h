@@ -23,6 +23,13 @@ enum WeightKind { kWeightF32 = 0, kWeightBf16 = 1, kWeightF16 = 2, kWeightI8 = 3
 
 constexpr int kMaxTokens = 4;  // tokens per DotBlock call
 
+// The panel layout's shape (panel_layout.h) and the panel kernels' largest tile.
+constexpr int64_t kPanelRows = 16;
+constexpr int64_t kPanelGroupBytes = 64;  // one group of a whole panel: one zmm load
+constexpr int kMaxPanels = 4;
+constexpr int kMaxPanelTokens = 6;
+constexpr int64_t kMaxPanelRows = kMaxPanels * kPanelRows;
+
 // out[r * nt + t] = dot(W[r, :n], xs[t][:n]) for r < rows_per_call(nt), t < nt (1..kMaxTokens).
 // Row r starts `r * ld` elements after w.
 using DotBlockFn = void (*)(const void* w, int64_t ld, int64_t n, const float* const* xs, int nt, float* out);
@@ -65,6 +72,22 @@ using Bf16GroupedDotFn = bool (*)(const void* const* bases, const int32_t* entry
                                   int num_tokens, int64_t len, int64_t row_stride, int64_t r0, int64_t r1, float* y,
                                   int64_t y_token_stride, int64_t tile_rows, float* acc);
 
+// Panel kernels: weights in the panel layout (panel_layout.h), `np` (1..kMaxPanels) panels
+// from `panels` on, `panel_bytes` apart, each of `groups` groups; `nt` (1..kMaxPanelTokens)
+// tokens, token t's activations at x + t · x_stride, padded with zeros to whole groups. For row
+// i < 16 of panel p:
+//   out[t · kMaxPanelRows + p · 16 + i] = Σ over the row's groups in ascending order.
+// bf16: weights × activations rounded to bf16, fp32 sums (vdpbf16ps). int8: raw int8 weights ×
+// activations as unsigned bytes (the caller's q + 128), exact int32 sums (vpdpbusd).
+using Bf16PanelFn = void (*)(const void* panels, int64_t panel_bytes, int np, int64_t groups, const uint16_t* x,
+                             int64_t x_stride, int nt, float* out);
+using I8PanelFn = void (*)(const void* panels, int64_t panel_bytes, int np, int64_t groups, const uint8_t* x,
+                           int64_t x_stride, int nt, int32_t* out);
+struct PanelKernels {
+  Bf16PanelFn bf16 = nullptr;
+  I8PanelFn i8 = nullptr;
+};
+
 // Bf16 × bf16 kernels; a set without them has all of them null.
 struct Bf16ActivationKernels {
   Bf16DotBlockFn block = nullptr;
@@ -82,13 +105,14 @@ struct KernelSet {
   SegmentedDotFn segmented[kNumWeightKinds];
   WeightedRowsFn weighted_rows[kNumWeightKinds];
   Bf16ActivationKernels bf16x;  // used for bf16 weights where present
+  PanelKernels panels;          // used for weights packed in panels where present
 };
 
 // Each returns nullptr when the set was not compiled for this architecture.
 const KernelSet* PortableKernels();
 const KernelSet* Avx2Kernels();
 const KernelSet* Avx512Kernels();
-const KernelSet* Avx512Bf16Kernels();  // AVX-512F + BW + BF16
+const KernelSet* Avx512Bf16Kernels();  // AVX-512F + BW + VL + BF16 + VNNI
 const KernelSet* NeonKernels();
 
 }  // namespace moeserve::cpu

@@ -9,6 +9,7 @@
 #if defined(__x86_64__) && defined(__AVX512F__) && defined(__AVX512BF16__) && defined(__AVX512BW__) && \
     defined(__AVX512VL__)
 #include "engine/kernels/cpu/isa_avx512.h"
+#include "engine/kernels/cpu/panel_kernels.h"
 
 namespace moeserve::cpu {
 namespace {
@@ -237,6 +238,7 @@ void ToBf16(const float* x, int64_t n, uint16_t* out) {
 constexpr KernelSet MakeAvx512Bf16() {
   KernelSet set = MakeKernelSet<Avx512, Avx512Rows>("avx512bf16");
   set.bf16x = Bf16ActivationKernels{&Bf16Block, &Bf16Row, &Bf16Segmented, &ToBf16, &Bf16Grouped};
+  set.panels = PanelKernels{&Avx512Bf16Panels, &Avx512VnniPanels};
   return set;
 }
 

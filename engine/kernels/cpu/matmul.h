@@ -68,6 +68,11 @@ void ParallelMatMul(ThreadPool& pool, std::span<const MatMulJob> jobs, int64_t n
 // is the last one).
 std::vector<const cpu::KernelSet*> RunnableKernelSets();
 
+// Whether the active kernel set has panel kernels for weights of this dtype (bf16, int8), so
+// that matrices of it are worth packing in panels (panel_pack.h). MatMulRows and
+// ParallelMatMul take panel matrices only where this holds.
+bool UsesPanels(DType weights);
+
 // The kernel tables' index for a weight dtype.
 cpu::WeightKind KindOf(DType d);
 

@@ -1,0 +1,19 @@
+// The CPU backend's weight layout: the matrices its matmuls read (attention projections, dense
+// and shared-expert FFNs, the routed experts' up and gate rows, the LM head) repacked once
+// into panels (panel_layout.h) where the active kernel set has panel kernels for their dtype.
+// The routed experts' down projections keep their row-major slices (the segmented and grouped
+// kernels walk them per token), routers stay fp32, the embedding stays row-major.
+#ifndef MOESERVE_ENGINE_BACKEND_CPU_PANEL_WEIGHTS_H_
+#define MOESERVE_ENGINE_BACKEND_CPU_PANEL_WEIGHTS_H_
+
+#include "engine/model_weights.h"
+
+namespace moeserve {
+
+// Packs `weights` in place (the packed memory joins weights.panel_storage). Returns the number
+// of matrices packed; 0 where the kernels have no panel form for the compute dtype.
+int PackWeightsInPanels(ModelWeights& weights);
+
+}  // namespace moeserve
+
+#endif  // MOESERVE_ENGINE_BACKEND_CPU_PANEL_WEIGHTS_H_
