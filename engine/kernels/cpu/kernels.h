@@ -76,16 +76,29 @@ using Bf16GroupedDotFn = bool (*)(const void* const* bases, const int32_t* entry
 // from `panels` on, `panel_bytes` apart, each of `groups` groups; `nt` (1..kMaxPanelTokens)
 // tokens, token t's activations at x + t · x_stride, padded with zeros to whole groups. For row
 // i < 16 of panel p:
-//   out[t · kMaxPanelRows + p · 16 + i] = Σ over the row's groups in ascending order.
+//   out[t · kMaxPanelRows + p · 16 + i] = the row's dot with token t, groups in ascending order.
 // bf16: weights × activations rounded to bf16, fp32 sums (vdpbf16ps). int8: raw int8 weights ×
-// activations as unsigned bytes (the caller's q + 128), exact int32 sums (vpdpbusd).
+// activations as unsigned bytes u = q + 128 (QuantizeU8), exact int32 sums (vpdpbusd), then
+//   (float)(sum − 128 · row_sums[row]) · row_scales[row] · x_scales[t]
+// with row_sums and row_scales indexed from the first panel's first row and padded to whole
+// panels.
 using Bf16PanelFn = void (*)(const void* panels, int64_t panel_bytes, int np, int64_t groups, const uint16_t* x,
                              int64_t x_stride, int nt, float* out);
+struct I8PanelScales {
+  const int32_t* row_sums;
+  const float* row_scales;
+  const float* x_scales;
+};
 using I8PanelFn = void (*)(const void* panels, int64_t panel_bytes, int np, int64_t groups, const uint8_t* x,
-                           int64_t x_stride, int nt, int32_t* out);
+                           int64_t x_stride, int nt, const I8PanelScales& scales, float* out);
+// One token's symmetric int8 quantisation for the int8 panel kernels: out[c] = q + 128 with
+// q = round(x[c] · 127 / max|x|) (nearest even), c < n; returns the scale max|x| / 127 (0 for an
+// all-zero x, whose bytes are all 128).
+using QuantizeU8Fn = float (*)(const float* x, int64_t n, uint8_t* out);
 struct PanelKernels {
   Bf16PanelFn bf16 = nullptr;
   I8PanelFn i8 = nullptr;
+  QuantizeU8Fn quantize_u8 = nullptr;  // present with i8
 };
 
 // Bf16 × bf16 kernels; a set without them has all of them null.

@@ -238,7 +238,7 @@ void ToBf16(const float* x, int64_t n, uint16_t* out) {
 constexpr KernelSet MakeAvx512Bf16() {
   KernelSet set = MakeKernelSet<Avx512, Avx512Rows>("avx512bf16");
   set.bf16x = Bf16ActivationKernels{&Bf16Block, &Bf16Row, &Bf16Segmented, &ToBf16, &Bf16Grouped};
-  set.panels = PanelKernels{&Avx512Bf16Panels, &Avx512VnniPanels};
+  set.panels = PanelKernels{&Avx512Bf16Panels, &Avx512VnniPanels, &Avx512QuantizeU8};
   return set;
 }
 

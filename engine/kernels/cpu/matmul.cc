@@ -192,23 +192,6 @@ struct PanelScratch {
   std::vector<float> scales;
 };
 
-// One token's symmetric int8 quantisation as unsigned bytes q + 128, q = round(x · 127 / max|x|)
-// (nearest even); returns the scale max|x| / 127 (0 for an all-zero row, whose q are 0).
-float QuantizeToU8(const float* x, int64_t n, uint8_t* out) {
-  float max_abs = 0.0f;
-  for (int64_t c = 0; c < n; ++c) max_abs = std::max(max_abs, std::fabs(x[c]));
-  if (max_abs == 0.0f) {
-    std::memset(out, 128, n);
-    return 0.0f;
-  }
-  const float inv = 127.0f / max_abs;
-  for (int64_t c = 0; c < n; ++c) {
-    const float q = std::nearbyint(x[c] * inv);  // |q| <= 127
-    out[c] = static_cast<uint8_t>(static_cast<int>(q) + 128);
-  }
-  return max_abs / 127.0f;
-}
-
 PanelActivations PrepareActivations(DType dtype, const float* x, int64_t x_stride, int64_t num_tokens, int64_t cols,
                                     PanelScratch& s) {
   const int64_t group = cpu::PanelGroup(dtype), stride = cpu::PanelGroups(cols, group) * group;
@@ -228,7 +211,7 @@ PanelActivations PrepareActivations(DType dtype, const float* x, int64_t x_strid
   if (static_cast<int64_t>(s.scales.size()) < num_tokens) s.scales.resize(num_tokens);
   for (int64_t t = 0; t < num_tokens; ++t) {
     uint8_t* out = s.u8.data() + t * stride;
-    s.scales[t] = QuantizeToU8(x + t * x_stride, cols, out);
+    s.scales[t] = ActiveKernels().panels.quantize_u8(x + t * x_stride, cols, out);
     for (int64_t c = cols; c < stride; ++c) out[c] = 128;  // meets zero weights
   }
   a.u8 = s.u8.data();
@@ -245,9 +228,8 @@ void PanelRows(const WeightMatrix& m, const PanelActivations& a, int64_t num_tok
   const cpu::PanelKernels& k = ActiveKernels().panels;
   const int64_t panel_bytes = m.ld * DTypeSize(m.dtype);
   const int64_t groups = cpu::PanelGroups(m.cols, cpu::PanelGroup(m.dtype));
-  const bool int8 = m.dtype == DType::kI8;
+  const bool int8 = m.dtype == DType::kI8;  // the kernel applies the scales (kernels.h)
   alignas(64) float out[cpu::kMaxPanelTokens * cpu::kMaxPanelRows];
-  alignas(64) int32_t iout[cpu::kMaxPanelTokens * cpu::kMaxPanelRows];
   for (int64_t pb = r0 / cpu::kPanelRows; pb * cpu::kPanelRows < r1; pb += cpu::kMaxPanels) {
     const int np = static_cast<int>(std::min<int64_t>(cpu::kMaxPanels, cpu::NumPanels(r1) - pb));
     const void* w = static_cast<const unsigned char*>(m.data) + pb * panel_bytes;
@@ -256,19 +238,18 @@ void PanelRows(const WeightMatrix& m, const PanelActivations& a, int64_t num_tok
     for (int64_t t0 = 0; t0 < num_tokens; t0 += cpu::kMaxPanelTokens) {
       const int nt = static_cast<int>(std::min<int64_t>(cpu::kMaxPanelTokens, num_tokens - t0));
       if (int8) {
-        k.i8(w, panel_bytes, np, groups, a.u8 + t0 * a.stride, a.stride, nt, iout);
+        const cpu::I8PanelScales scales{m.row_sums + row0, m.scales + row0, a.scales + t0};
+        k.i8(w, panel_bytes, np, groups, a.u8 + t0 * a.stride, a.stride, nt, scales, out);
       } else {
         k.bf16(w, panel_bytes, np, groups, a.bf16 + t0 * a.stride, a.stride, nt, out);
       }
       for (int t = 0; t < nt; ++t) {
         float* yt = y + (t0 + t) * y_stride;
         const int64_t at = t * cpu::kMaxPanelRows - row0;
-        for (int64_t r = lo; r < hi; ++r) {
-          // int8: Σ (q_x + 128)·q_w − 128·Σ q_w = Σ q_x·q_w, exact; then both scales.
-          const float v = int8 ? static_cast<float>(iout[at + r] - 128 * m.row_sums[r]) * m.scales[r] *
-                                     a.scales[t0 + t]
-                               : out[at + r];
-          yt[r] = accumulate ? yt[r] + v : v;
+        if (accumulate) {
+          for (int64_t r = lo; r < hi; ++r) yt[r] += out[at + r];
+        } else {
+          std::memcpy(yt + lo, out + at + lo, (hi - lo) * sizeof(float));
         }
       }
     }

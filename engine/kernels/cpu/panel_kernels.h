@@ -6,12 +6,15 @@
 
 #include <cstdint>
 
+#include "engine/kernels/cpu/kernels.h"
+
 namespace moeserve::cpu {
 
 void Avx512Bf16Panels(const void* panels, int64_t panel_bytes, int np, int64_t groups, const uint16_t* x,
                       int64_t x_stride, int nt, float* out);
 void Avx512VnniPanels(const void* panels, int64_t panel_bytes, int np, int64_t groups, const uint8_t* x,
-                      int64_t x_stride, int nt, int32_t* out);
+                      int64_t x_stride, int nt, const I8PanelScales& scales, float* out);
+float Avx512QuantizeU8(const float* x, int64_t n, uint8_t* out);
 
 }  // namespace moeserve::cpu
 

@@ -23,7 +23,11 @@ WeightMatrix PackPanels(const WeightMatrix& m, PanelStorage& storage) {
   p.ld = stride;
   p.panels = true;
   if (m.dtype == DType::kI8) {
-    storage.row_sums.reset(new int32_t[m.rows]);
+    const int64_t padded = cpu::NumPanels(m.rows) * cpu::kPanelRows;
+    storage.row_sums.reset(new int32_t[padded]());
+    storage.scales.reset(new float[padded]());
+    std::memcpy(storage.scales.get(), m.scales, m.rows * sizeof(float));
+    p.scales = storage.scales.get();
     for (int64_t r = 0; r < m.rows; ++r) {
       const int8_t* q = reinterpret_cast<const int8_t*>(m.RowPtr(r));
       int32_t s = 0;

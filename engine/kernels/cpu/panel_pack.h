@@ -12,7 +12,9 @@ namespace moeserve {
 // Memory of a packed matrix, 64-byte aligned.
 struct PanelStorage {
   std::unique_ptr<unsigned char[]> bytes;
-  std::unique_ptr<int32_t[]> row_sums;  // int8 only
+  // int8 only, padded to whole panels for the kernels: Σ_c q[r, c] and the row scales.
+  std::unique_ptr<int32_t[]> row_sums;
+  std::unique_ptr<float[]> scales;
 };
 
 // The panel form of `m` (row-major bf16 or int8; int8 keeps its row scales and gains row
