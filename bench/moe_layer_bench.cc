@@ -3,7 +3,8 @@
 // width 64, hidden 768; 15 layers, 120 MB, so weights come from memory as in decode). Each
 // token picks each expert with probability --activation. For batch sizes 1, 4, 16 and 64 it
 // times both down-projection orders in alternation (per token, expert-major; same bits), and
-// reports µs per layer, the expert union, and the union's bytes per second.
+// reports µs per layer, the expert union, and the union's bytes per second; then the same
+// banks packed in panels (panel_layout.h, what the engine runs where the kernels have panels).
 //   build/bench/moe_layer_bench [--runs 7] [--threads 2] [--activation 0.2]
 #include <algorithm>
 #include <chrono>
@@ -15,6 +16,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "engine/kernels/cpu/matmul.h"
+#include "engine/kernels/cpu/panel_pack.h"
 #include "engine/kernels/cpu/thread_pool.h"
 #include "engine/dtype.h"
 #include "engine/moe/expert_bank.h"
@@ -37,6 +39,8 @@ struct Layer {
   std::vector<uint16_t> up_storage, down_storage;
   uint16_t *up = nullptr, *down = nullptr;  // 64-byte aligned within the storage
   ExpertBank bank;
+  ExpertBank packed;  // up and down in panels, where the kernel set has them
+  PanelStorage up_panels, down_panels;
 };
 
 uint16_t* Aligned(std::vector<uint16_t>& v, size_t n) {
@@ -63,6 +67,11 @@ void MakeLayer(std::mt19937& rng, Layer& l) {
   b.act = ExpertAct::kNormSilu;
   b.act_norm_weight.assign(kWidth, 1.0f);
   b.mean_vector.assign(kHidden, 0.001f);
+  l.packed = b;
+  if (UsesPanels(DType::kBF16)) {
+    l.packed.up = PackPanels(b.up, l.up_panels);
+    l.packed.down = PackPanels(b.down, l.down_panels);
+  }
 }
 
 Routing Route(std::mt19937& rng, int tokens, double p) {
@@ -91,7 +100,7 @@ int Main() {
   const double expert_bytes = 2.0 * kWidth * kHidden * 2;
   std::printf("kernels %s, %d threads, %d layers, activation %.2f; us per layer (median of %d)\n", MatMulKernelName(),
               pool.num_threads(), num_layers, absl::GetFlag(FLAGS_activation), runs);
-  std::printf("batch  union  per-token us  GB/s   expert-major us  GB/s   ratio\n");
+  std::printf("batch  union  per-token us  GB/s   expert-major us  GB/s   ratio   panels us  GB/s   ratio\n");
   for (int tokens : {1, 4, 16, 64}) {
     if (absl::GetFlag(FLAGS_batch) != 0 && tokens != absl::GetFlag(FLAGS_batch)) continue;
     std::vector<Routing> routings;
@@ -99,18 +108,18 @@ int Main() {
     std::vector<float> m(tokens * kHidden), y(tokens * kHidden, 0.0f);
     for (float& v : m) v = std::normal_distribution<float>(0.0f, 1.0f)(rng);
     double union_sum = 0;
-    std::vector<double> us[2];
+    std::vector<double> us[3];
     ExpertExecutor executor(&pool);
     const int reps = std::max(1, 64 / tokens);  // passes over all layers per timed run
     for (int run = 0; run <= runs; ++run) {     // run 0 warms up
-      for (int order = 0; order < 2; ++order) {
+      for (int order = 0; order < 3; ++order) {
         executor.set_down_order(order == 0 ? ExpertExecutor::DownOrder::kPerToken
                                            : ExpertExecutor::DownOrder::kExpertMajor);
         union_sum = 0;
         const auto start = std::chrono::steady_clock::now();
         for (int rep = 0; rep < reps; ++rep) {
           for (int i = 0; i < num_layers; ++i) {
-            executor.Run(layers[i].bank, m.data(), tokens, routings[i], y.data());
+            executor.Run(order == 2 ? layers[i].packed : layers[i].bank, m.data(), tokens, routings[i], y.data());
             union_sum += executor.last_union_size();
           }
         }
@@ -119,14 +128,15 @@ int Main() {
       }
     }
     const double union_per_layer = union_sum / (reps * num_layers);
-    double med[2];
-    for (int o = 0; o < 2; ++o) {
+    double med[3];
+    for (int o = 0; o < 3; ++o) {
       std::sort(us[o].begin(), us[o].end());
       med[o] = us[o][us[o].size() / 2];
     }
     const double bytes = union_per_layer * expert_bytes;
-    std::printf("%5d  %5.1f  %12.1f  %5.1f  %15.1f  %5.1f  %5.2f\n", tokens, union_per_layer, med[0],
-                bytes / med[0] / 1e3, med[1], bytes / med[1] / 1e3, med[0] / med[1]);
+    std::printf("%5d  %5.1f  %12.1f  %5.1f  %15.1f  %5.1f  %5.2f  %10.1f  %5.1f  %5.2f\n", tokens, union_per_layer,
+                med[0], bytes / med[0] / 1e3, med[1], bytes / med[1] / 1e3, med[0] / med[1], med[2],
+                bytes / med[2] / 1e3, med[0] / med[2]);
   }
   return 0;
 }

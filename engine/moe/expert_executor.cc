@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "engine/kernels/cpu/matmul.h"
+#include "engine/kernels/cpu/panel_layout.h"
 
 namespace moeserve {
 namespace {
@@ -88,6 +89,23 @@ void ExpertExecutor::UpAndActivate(const ExpertBank& bank, const float* m, int e
   }
 }
 
+void ExpertExecutor::DownPanels(const ExpertBank& bank, int slot, int64_t r0, int64_t r1, float* y) {
+  const int64_t H = bank.hidden, rows = r1 - r0;
+  std::vector<float>& out = thread_buffers_[slot].down;
+  // Experts ascending, so every token meets its experts in its own (ascending) entry order
+  // whatever else is in the batch: y += expert 1's rows, then expert 2's, ...
+  for (const int e : groups_.active) {
+    const int32_t begin = groups_.offsets[e], n = groups_.offsets[e + 1] - begin;
+    if (out.size() < static_cast<size_t>(n * rows)) out.resize(static_cast<size_t>(n * rows));
+    PanelMatMulRows(bank.Down(e), down_input_, begin, n, out.data() - r0, rows, r0, r1, false);
+    for (int32_t i = 0; i < n; ++i) {
+      float* yt = y + groups_.slot_token[begin + i] * H;
+      const float* from = out.data() + i * rows;
+      for (int64_t r = 0; r < rows; ++r) yt[r0 + r] += from[r];
+    }
+  }
+}
+
 void ExpertExecutor::Run(const ExpertBank& bank, const float* m, int64_t num_tokens, const Routing& routing,
                          float* y) {
   const int E = bank.num_experts;
@@ -115,18 +133,22 @@ void ExpertExecutor::Run(const ExpertBank& bank, const float* m, int64_t num_tok
   // same output. Rows go in tiles small enough for the tile's active slices to stay in L2
   // while every token of the batch passes over them: the union of experts is read from memory
   // once per step, not once per token.
+  // Down slices packed in panels: the activations are prepared once per layer, then each
+  // active expert's rows meet all its tokens (expert-major, DownPanels).
+  const bool panels = bank.down.panels;
+  if (panels) down_input_.Prepare(bank.down.dtype, hidden_.data(), d, static_cast<int64_t>(entries), d);
+  const bool int8 = bank.down.dtype == DType::kI8;
   segment_base_.resize(entries);
   segment_vec_.resize(entries);
   segment_scale_.resize(entries);
-  const bool int8 = bank.down.dtype == DType::kI8;
-  for (size_t i = 0; i < entries; ++i) {
+  for (size_t i = 0; !panels && i < entries; ++i) {
     const WeightMatrix slice = bank.Down(routing.experts[i]);
     segment_base_[i] = slice.data;
     segment_scale_[i] = slice.scales;
     segment_vec_[i] = &hidden_[static_cast<size_t>(groups_.slot_of_entry[i]) * d];
   }
   // Under bf16 × bf16 kernels the activations are rounded once here, not once per row tile.
-  const bool bf16x = UsesBf16Activations(bank.down.dtype);
+  const bool bf16x = !panels && UsesBf16Activations(bank.down.dtype);
   if (bf16x) {
     hidden_bf16_.resize(hidden_.size());
     RoundToBf16(hidden_.data(), static_cast<int64_t>(hidden_.size()), hidden_bf16_.data());
@@ -153,8 +175,13 @@ void ExpertExecutor::Run(const ExpertBank& bank, const float* m, int64_t num_tok
   }
   const float* down_bias = bank.down_bias.empty() ? nullptr : bank.down_bias.data();
   constexpr int64_t kDownRowTile = 32;
-  pool_->ParallelFor(H, [&](int64_t r0, int64_t r1) {
-    if (!grouped || !GroupedRowDotsBf16(grouped_base_.data(), grouped_begin_.data(), static_cast<int>(num_active),
+  // Panel slices are split between threads in whole panels.
+  const int64_t unit = panels ? cpu::kPanelRows : 1;
+  pool_->ParallelForIndexed((H + unit - 1) / unit, [&](int slot, int64_t u0, int64_t u1) {
+    const int64_t r0 = u0 * unit, r1 = std::min(H, u1 * unit);
+    if (panels) {
+      DownPanels(bank, slot, r0, r1, y);
+    } else if (!grouped || !GroupedRowDotsBf16(grouped_base_.data(), grouped_begin_.data(), static_cast<int>(num_active),
                                         groups_.slot_token.data(), hidden_bf16_.data(), routing.offsets.data(),
                                         static_cast<int>(num_tokens), d, row_stride, y, H, r0, r1)) {
       for (int64_t tile = r0; tile < r1; tile += kDownRowTile) {

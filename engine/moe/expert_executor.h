@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "engine/kernels/cpu/panel_matmul.h"
 #include "engine/kernels/cpu/thread_pool.h"
 #include "engine/moe/expert_bank.h"
 #include "engine/moe/expert_groups.h"
@@ -37,6 +38,8 @@ class ExpertExecutor {
 
  private:
   void UpAndActivate(const ExpertBank& bank, const float* m, int e, int thread_slot);
+  // The down projection for rows [r0, r1) where the down slices are packed in panels.
+  void DownPanels(const ExpertBank& bank, int thread_slot, int64_t r0, int64_t r1, float* y);
 
   ThreadPool* pool_;
   DownOrder down_order_ = DownOrder::kAuto;
@@ -49,10 +52,12 @@ class ExpertExecutor {
   std::vector<float> hidden_;            // [entries, d] scaled activations
   std::vector<uint16_t> hidden_bf16_;    // the same rounded to bf16 (bf16 × bf16 kernels only)
   std::vector<const uint16_t*> segment_vec_bf16_;  // per routing entry, into hidden_bf16_
+  PanelInput down_input_;                          // hidden_ prepared for panel down slices
   std::vector<const void*> grouped_base_;          // per active expert: its down slice
   std::vector<int32_t> grouped_begin_;             // per active expert: its first grouped entry
   struct ThreadBuffers {
     std::vector<float> x, u, z;  // gathered inputs [n, H]; up and gate outputs [n, d]
+    std::vector<float> down;     // one expert's down rows for its tokens (panel slices)
   };
   std::vector<ThreadBuffers> thread_buffers_;
 };

@@ -1,8 +1,8 @@
 // The CPU backend's weight layout: the matrices its matmuls read (attention projections, dense
-// and shared-expert FFNs, the routed experts' up and gate rows, the LM head) repacked once
-// into panels (panel_layout.h) where the active kernel set has panel kernels for their dtype.
-// The routed experts' down projections keep their row-major slices (the segmented and grouped
-// kernels walk them per token), routers stay fp32, the embedding stays row-major.
+// and shared-expert FFNs, the routed experts' up and gate rows, the LM head; the routed
+// experts' down slices in int8) repacked once into panels (panel_layout.h) where the active
+// kernel set has panel kernels for their dtype. Bf16 down slices stay row-major for the
+// grouped kernel, routers stay fp32, the embedding stays row-major.
 #ifndef MOESERVE_ENGINE_BACKEND_CPU_PANEL_WEIGHTS_H_
 #define MOESERVE_ENGINE_BACKEND_CPU_PANEL_WEIGHTS_H_
 

@@ -1,6 +1,7 @@
 #include "engine/kernels/cpu/matmul.h"
 
 #include "engine/kernels/cpu/panel_layout.h"
+#include "engine/kernels/cpu/panel_matmul.h"
 
 #include <algorithm>
 #include <cmath>
@@ -172,98 +173,6 @@ std::vector<uint16_t>& Bf16Scratch() {
 
 }  // namespace
 
-namespace {
-
-// Activations in the form a panel kernel takes, `stride` elements per token, zero-padded to
-// whole groups: bf16 bits, or unsigned bytes q + 128 with one scale per token (int8: per-token
-// symmetric quantisation, scale = max|x| / 127).
-struct PanelActivations {
-  const uint16_t* bf16 = nullptr;
-  const uint8_t* u8 = nullptr;
-  const float* scales = nullptr;
-  int64_t stride = 0;
-};
-
-// Scratch for prepared activations, one per slot (a parallel region prepares one per distinct
-// input), grown to the largest call and reused.
-struct PanelScratch {
-  std::vector<uint16_t> bf16;
-  std::vector<uint8_t> u8;
-  std::vector<float> scales;
-};
-
-PanelActivations PrepareActivations(DType dtype, const float* x, int64_t x_stride, int64_t num_tokens, int64_t cols,
-                                    PanelScratch& s) {
-  const int64_t group = cpu::PanelGroup(dtype), stride = cpu::PanelGroups(cols, group) * group;
-  PanelActivations a;
-  a.stride = stride;
-  if (dtype == DType::kBF16) {
-    if (static_cast<int64_t>(s.bf16.size()) < num_tokens * stride) s.bf16.resize(num_tokens * stride);
-    for (int64_t t = 0; t < num_tokens; ++t) {
-      uint16_t* out = s.bf16.data() + t * stride;
-      RoundToBf16(x + t * x_stride, cols, out);
-      for (int64_t c = cols; c < stride; ++c) out[c] = 0;
-    }
-    a.bf16 = s.bf16.data();
-    return a;
-  }
-  if (static_cast<int64_t>(s.u8.size()) < num_tokens * stride) s.u8.resize(num_tokens * stride);
-  if (static_cast<int64_t>(s.scales.size()) < num_tokens) s.scales.resize(num_tokens);
-  for (int64_t t = 0; t < num_tokens; ++t) {
-    uint8_t* out = s.u8.data() + t * stride;
-    s.scales[t] = ActiveKernels().panels.quantize_u8(x + t * x_stride, cols, out);
-    for (int64_t c = cols; c < stride; ++c) out[c] = 128;  // meets zero weights
-  }
-  a.u8 = s.u8.data();
-  a.scales = s.scales.data();
-  return a;
-}
-
-// Rows [r0, r1) of a panel matrix against prepared activations: panels kMaxPanels at a time,
-// and for each block of panels every token, kMaxPanelTokens at a time, so that the block
-// (at most 4 · 16 rows) comes from memory once and from cache for the other tokens. A range
-// that starts inside a panel computes the whole panel and keeps its rows.
-void PanelRows(const WeightMatrix& m, const PanelActivations& a, int64_t num_tokens, float* y, int64_t y_stride,
-               int64_t r0, int64_t r1, bool accumulate) {
-  const cpu::PanelKernels& k = ActiveKernels().panels;
-  const int64_t panel_bytes = m.ld * DTypeSize(m.dtype);
-  const int64_t groups = cpu::PanelGroups(m.cols, cpu::PanelGroup(m.dtype));
-  const bool int8 = m.dtype == DType::kI8;  // the kernel applies the scales (kernels.h)
-  alignas(64) float out[cpu::kMaxPanelTokens * cpu::kMaxPanelRows];
-  for (int64_t pb = r0 / cpu::kPanelRows; pb * cpu::kPanelRows < r1; pb += cpu::kMaxPanels) {
-    const int np = static_cast<int>(std::min<int64_t>(cpu::kMaxPanels, cpu::NumPanels(r1) - pb));
-    const void* w = static_cast<const unsigned char*>(m.data) + pb * panel_bytes;
-    const int64_t row0 = pb * cpu::kPanelRows;
-    const int64_t lo = std::max(r0, row0), hi = std::min(r1, row0 + np * cpu::kPanelRows);
-    for (int64_t t0 = 0; t0 < num_tokens; t0 += cpu::kMaxPanelTokens) {
-      const int nt = static_cast<int>(std::min<int64_t>(cpu::kMaxPanelTokens, num_tokens - t0));
-      if (int8) {
-        const cpu::I8PanelScales scales{m.row_sums + row0, m.scales + row0, a.scales + t0};
-        k.i8(w, panel_bytes, np, groups, a.u8 + t0 * a.stride, a.stride, nt, scales, out);
-      } else {
-        k.bf16(w, panel_bytes, np, groups, a.bf16 + t0 * a.stride, a.stride, nt, out);
-      }
-      for (int t = 0; t < nt; ++t) {
-        float* yt = y + (t0 + t) * y_stride;
-        const int64_t at = t * cpu::kMaxPanelRows - row0;
-        if (accumulate) {
-          for (int64_t r = lo; r < hi; ++r) yt[r] += out[at + r];
-        } else {
-          std::memcpy(yt + lo, out + at + lo, (hi - lo) * sizeof(float));
-        }
-      }
-    }
-  }
-}
-
-PanelScratch& CallerPanelScratch(size_t slot) {
-  thread_local std::vector<PanelScratch> scratch;
-  if (scratch.size() <= slot) scratch.resize(slot + 1);
-  return scratch[slot];
-}
-
-}  // namespace
-
 bool UsesPanels(DType weights) {
   const cpu::PanelKernels& k = ActiveKernels().panels;
   return (weights == DType::kBF16 && k.bf16 != nullptr) || (weights == DType::kI8 && k.i8 != nullptr);
@@ -276,8 +185,9 @@ bool UsesBf16Activations(DType weights) {
 void MatMulRows(const WeightMatrix& m, const float* x, int64_t x_stride, int64_t num_tokens, float* y, int64_t y_stride,
                 int64_t r0, int64_t r1, bool accumulate) {
   if (m.panels) {
-    const PanelActivations a = PrepareActivations(m.dtype, x, x_stride, num_tokens, m.cols, CallerPanelScratch(0));
-    return PanelRows(m, a, num_tokens, y, y_stride, r0, r1, accumulate);
+    thread_local PanelInput input;
+    input.Prepare(m.dtype, x, x_stride, num_tokens, m.cols);
+    return PanelMatMulRows(m, input, 0, num_tokens, y, y_stride, r0, r1, accumulate);
   }
   const cpu::KernelSet& k = ActiveKernels();
   const cpu::WeightKind kind = KindOf(m.dtype);
@@ -376,19 +286,20 @@ void ParallelMatMul(ThreadPool& pool, std::span<const MatMulJob> jobs, int64_t n
   // Panel jobs' activations are prepared once here, shared by jobs with the same input, rather
   // than by every range of every thread.
   constexpr size_t kMaxJobs = 8;
-  PanelActivations prepared[kMaxJobs];
+  thread_local PanelInput inputs[kMaxJobs];
+  const PanelInput* prepared[kMaxJobs] = {};
   for (size_t i = 0; i < jobs.size() && i < kMaxJobs; ++i) {
     const MatMulJob& j = jobs[i];
     if (!j.w->panels) continue;
-    prepared[i].stride = -1;
-    for (size_t e = 0; e < i && prepared[i].stride < 0; ++e) {
+    for (size_t e = 0; e < i && prepared[i] == nullptr; ++e) {
       const MatMulJob& o = jobs[e];
       if (o.w->panels && o.x == j.x && o.x_stride == j.x_stride && o.w->dtype == j.w->dtype && o.w->cols == j.w->cols) {
         prepared[i] = prepared[e];
       }
     }
-    if (prepared[i].stride < 0) {
-      prepared[i] = PrepareActivations(j.w->dtype, j.x, j.x_stride, num_tokens, j.w->cols, CallerPanelScratch(i));
+    if (prepared[i] == nullptr) {
+      inputs[i].Prepare(j.w->dtype, j.x, j.x_stride, num_tokens, j.w->cols);
+      prepared[i] = &inputs[i];
     }
   }
   // Work is handed out in whole panels (16 rows) of the jobs laid end to end.
@@ -403,7 +314,7 @@ void ParallelMatMul(ThreadPool& pool, std::span<const MatMulJob> jobs, int64_t n
       if (lo < hi) {
         const int64_t r0 = (lo - base) * cpu::kPanelRows, r1 = std::min(j.w->rows, (hi - base) * cpu::kPanelRows);
         if (j.w->panels && i < kMaxJobs) {
-          PanelRows(*j.w, prepared[i], num_tokens, j.y, j.y_stride, r0, r1, j.accumulate);
+          PanelMatMulRows(*j.w, *prepared[i], 0, num_tokens, j.y, j.y_stride, r0, r1, j.accumulate);
         } else {
           MatMulRows(*j.w, j.x, j.x_stride, num_tokens, j.y, j.y_stride, r0, r1, j.accumulate);
         }
