@@ -158,14 +158,15 @@ def tables(results):
     for size, r in results["sizes"].items():
         lines.append(f"### DECO-{size} (realised activation ratio {r['realised_activation']})\n")
         lines.append("| dtype | pp512 tok/s | tg128 tok/s | MB read / token | bandwidth GB/s | roofline tok/s "
-                     "| roofline fraction | MoE ms / step |")
-        lines.append("| --- | --- | --- | --- | --- | --- | --- | --- |")
+                     "| roofline fraction | MoE ms / step | fork/joins / step | join wait ms / step |")
+        lines.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         rows = [(d, v["pp512"], v["tg128"]) for d, v in r["dtypes"].items()]
         rows.append(("bf16 `--dense_experts`", r["dense_pp512"], r["dense_tg128"]))
         for name, pp, tg in rows:
             lines.append(f"| {name} | {fmt_range(pp)} | {fmt_range(tg)} | {tg['bytes_per_token'] / 1e6:.1f} | "
                          f"{tg['bandwidth_gbs']:.2f} | {tg['roofline_tokens_per_s']:.1f} | "
-                         f"{100 * tg['roofline_fraction']:.1f} % | {tg['moe_ms_per_step']:.3f} |")
+                         f"{100 * tg['roofline_fraction']:.1f} % | {tg['moe_ms_per_step']:.3f} | "
+                         f"{tg.get('parallel_regions_per_step', 0):.0f} | {tg.get('join_wait_ms_per_step', 0):.3f} |")
         bf, dn = r["dtypes"].get("bf16", {}).get("tg128"), r["dense_tg128"]
         if bf:
             moe = dn["moe_ms_per_step"] / bf["moe_ms_per_step"]
@@ -175,12 +176,19 @@ def tables(results):
                          f"expert union per MoE layer and step {bf['expert_union_per_layer']:.2f} sparse.")
             ratio, bar, cap = sparsity_bar(r["model"], bf["expert_union_per_layer"])
             lines.append(f"Activation in this run {ratio:.3f} (union / experts): bar 0.8 / {ratio:.3f} = {bar:.2f}×; "
-                         f"the bytes allow at most {cap:.2f}× (router and shared expert read either way).")
+                         f"the bytes allow at most {cap:.2f}× (router and shared expert read either way); "
+                         f"MoE sparse/dense reaches {100 * moe / cap:.1f} % of that ceiling.")
             if "torch_eager" in r:
                 t = r["torch_eager"]
                 tps = t.get("decode_tokens_per_s", t.get("tokens_per_s"))
                 lines.append(f"PyTorch eager (bf16, batch 1, KV cache): {tps:.2f} tok/s → moeserve "
                              f"{bf['tokens_per_s'] / tps:.2f}×.")
+        pp = r["dtypes"].get("bf16", {}).get("pp512")
+        if pp and results.get("bf16_peak_gmacs"):
+            gmacs = pp["tokens_per_s"] * macs_per_prompt_token(r["model"]) / 1e9
+            lines.append(f"pp512 bf16: {gmacs:.0f} GMAC/s in the matmuls (attention core not counted), "
+                         f"{100 * gmacs / results['bf16_peak_gmacs']:.1f} % of the bf16 peak given "
+                         f"({results['bf16_peak_gmacs']:.0f} GMAC/s).")
         if r["batch"]:
             lines.append("")
             lines.append("| batch | sparse tok/s | × batch 1 | expert union / layer / step | dense tok/s | "
@@ -194,6 +202,27 @@ def tables(results):
                              f"{fmt_range(d)} | {s['tokens_per_s'] / d['tokens_per_s']:.2f}× |")
         lines.append("")
     return "\n".join(lines)
+
+
+def macs_per_prompt_token(model):
+    """Multiply-adds per prompt token in the matmuls a bf16 prefill runs (attention
+    projections, dense FFNs, shared experts, the router and the routed experts at the checkpoint's
+    generation-time activation); the LM head runs for the last token only and is left out."""
+    import struct
+    with open(os.path.join(model, "model.safetensors"), "rb") as f:
+        header = json.loads(f.read(struct.unpack("<Q", f.read(8))[0]))
+    routed_share = 0.2
+    report = os.path.join(model, "generation_report.json")
+    if os.path.exists(report):
+        routed_share = json.load(open(report))["held_out"]["mean_ratio"]
+    macs = 0.0
+    for name, t in header.items():
+        shape = t.get("shape", [])
+        if len(shape) != 2 or not name.startswith("model.layers."):
+            continue
+        elems = shape[0] * shape[1]
+        macs += elems * (routed_share if ".experts" in name or "expert_" in name else 1.0)
+    return macs
 
 
 def plot(results, path):
@@ -234,12 +263,14 @@ def main():
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--skip-torch", action="store_true")
+    ap.add_argument("--bf16-peak-gmacs", type=float, default=0.0,
+                    help="the machine's bf16 peak for all threads (e.g. 2 threads x 2 vdpbf16ps x 32 MACs x GHz)")
     ap.add_argument("--out-dir", default=os.path.join(ROOT, "bench", "results"))
     a = ap.parse_args()
     cpu, flags = cpu_flags()
     results = {"date": time.strftime("%Y-%m-%d %H:%M"), "cpu": cpu, "cpu_flags": flags, "nproc": os.cpu_count(),
                "threads": a.threads, "runs": a.runs, "machine": platform.machine(),
-               "command": " ".join(sys.argv), "sizes": {}}
+               "command": " ".join(sys.argv), "bf16_peak_gmacs": a.bf16_peak_gmacs, "sizes": {}}
     os.makedirs(a.out_dir, exist_ok=True)
     for size in a.sizes.split(","):
         results["sizes"][size] = run_size(a, size)

@@ -74,6 +74,9 @@ struct RunResult {
   double union_per_layer = 0;  // mean distinct active experts per MoE layer and step
   double bandwidth = 0;          // bytes/s, measured just before this run
   double roofline_fraction = 0;  // tokens_per_s / (bandwidth / bytes_per_token)
+  double regions_per_step = 0;   // the thread pool's parallel regions (fork/joins)
+  double join_wait_ms_per_step = 0;   // the calling thread waiting at their joins
+  double worker_spin_ms_per_step = 0;  // the workers spinning between regions
 };
 
 template <typename F>
@@ -132,7 +135,7 @@ int Main() {
     // The bandwidth of this moment, for this run's roofline (the VM's bandwidth drifts).
     const double run_bandwidth = bandwidth_probe.Measure(3);
     probe.Reset();
-    int64_t bytes = 0, tokens = 0;
+    int64_t bytes = 0, tokens = 0, regions = 0, join_wait_ns = 0, spin_ns = 0;
     auto start = std::chrono::steady_clock::now();
     // Prefill: timed only in pp mode; tg runs one prefill per sequence first.
     std::vector<std::vector<float>> last_logits(batch);
@@ -144,6 +147,9 @@ int Main() {
     }
     if (pp) {
       bytes = out.weight_bytes_read;
+      regions = out.parallel_regions;
+      join_wait_ns = out.join_wait_ns;
+      spin_ns = out.worker_spin_ns;
       tokens = prompt_len;
     } else {
       probe.Reset();
@@ -164,6 +170,9 @@ int Main() {
         }
         if (absl::Status s = engine.Forward(step, &out); !s.ok()) return Fail(s);
         bytes += out.weight_bytes_read;
+        regions += out.parallel_regions;
+        join_wait_ns += out.join_wait_ns;
+        spin_ns += out.worker_spin_ns;
       }
       tokens = int64_t{new_tokens} * batch;
     }
@@ -174,11 +183,14 @@ int Main() {
     results.push_back({tokens / s, bytes_per_token, 1e3 * probe.moe_seconds / steps,
                        1e3 * probe.attention_seconds / steps,
                        probe.routings > 0 ? probe.union_sum / static_cast<double>(probe.routings) : 0.0,
-                       run_bandwidth, (tokens / s) / (run_bandwidth / bytes_per_token)});
+                       run_bandwidth, (tokens / s) / (run_bandwidth / bytes_per_token),
+                       static_cast<double>(regions) / steps, 1e-6 * join_wait_ns / steps, 1e-6 * spin_ns / steps});
   }
   const RunResult median = Median(results, [](const RunResult& r) { return r.tokens_per_s; });
   const RunResult moe_median = Median(results, [](const RunResult& r) { return r.moe_ms_per_step; });
   const RunResult attention_median = Median(results, [](const RunResult& r) { return r.attention_ms_per_step; });
+  const RunResult wait_median = Median(results, [](const RunResult& r) { return r.join_wait_ms_per_step; });
+  const RunResult spin_median = Median(results, [](const RunResult& r) { return r.worker_spin_ms_per_step; });
   double lo = results[0].tokens_per_s, hi = lo;
   for (const RunResult& r : results) lo = std::min(lo, r.tokens_per_s), hi = std::max(hi, r.tokens_per_s);
   // Bandwidth-bound limit: bytes actually read per step at this batch / bandwidth. Each run's
@@ -194,11 +206,16 @@ int Main() {
         "\"bandwidth_gbs\": %.3f, \"tokens_per_s\": %.3f, \"tokens_per_s_min\": %.3f, \"tokens_per_s_max\": %.3f, "
         "\"bytes_per_token\": %.1f, \"roofline_tokens_per_s\": %.3f, \"roofline_fraction\": %.4f, "
         "\"moe_ms_per_step\": %.4f, \"attention_ms_per_step\": %.4f, \"expert_union_per_layer\": %.3f, "
-        "\"runs_tokens_per_s\": [",
+        "\"parallel_regions_per_step\": %.1f, \"join_wait_ms_per_step\": %.4f, \"worker_spin_ms_per_step\": %.4f, "
+        "\"runs_bandwidth_gbs\": [",
         opt.model_dir.c_str(), absl::GetFlag(FLAGS_dtype).c_str(), mode.c_str(), engine.info().num_threads, prompt_len,
         new_tokens, batch, results.size(), opt.dense_experts ? "true" : "false", MatMulKernelName(), bandwidth / 1e9,
         median.tokens_per_s, lo, hi, median.bytes_per_token, roofline, fraction,
-        moe_median.moe_ms_per_step, attention_median.attention_ms_per_step, median.union_per_layer);
+        moe_median.moe_ms_per_step, attention_median.attention_ms_per_step, median.union_per_layer,
+        median.regions_per_step, wait_median.join_wait_ms_per_step, spin_median.worker_spin_ms_per_step);
+    // Each run's figure with the bandwidth measured right before it.
+    for (size_t i = 0; i < results.size(); ++i) std::printf("%s%.3f", i ? ", " : "", results[i].bandwidth / 1e9);
+    std::printf("], \"runs_tokens_per_s\": [");
     for (size_t i = 0; i < results.size(); ++i) std::printf("%s%.3f", i ? ", " : "", results[i].tokens_per_s);
     std::printf("]}\n");
     return 0;
@@ -216,6 +233,8 @@ int Main() {
   std::printf("MoE layers: %.3f ms per step; expert union per MoE layer and step: %.2f\n", moe_median.moe_ms_per_step,
               median.union_per_layer);
   std::printf("attention blocks: %.3f ms per step\n", attention_median.attention_ms_per_step);
+  std::printf("thread pool: %.1f parallel regions per step; join wait %.3f ms, worker spin %.3f ms per step\n",
+              median.regions_per_step, wait_median.join_wait_ms_per_step, spin_median.worker_spin_ms_per_step);
   return 0;
 }
 

@@ -35,6 +35,11 @@ struct ForwardOutput {
   // Weight bytes the step read (every matrix pass counted once; routed experts counted for
   // the batch's union only). The figure of merit for memory-bound decoding.
   int64_t weight_bytes_read = 0;
+  // CPU backend, for benchmarks: parallel regions this step, the caller's wait at their joins
+  // and the workers' spinning between them (ThreadPool::Stats), in nanoseconds.
+  int64_t parallel_regions = 0;
+  int64_t join_wait_ns = 0;
+  int64_t worker_spin_ns = 0;
 
   const float* Logits(int64_t row) const { return logits.data() + row * vocab_size; }
   float* MutableLogits(int64_t row) { return logits.data() + row * vocab_size; }

@@ -112,6 +112,7 @@ CpuForward::CpuForward(const ModelWeights& weights, const BackendOptions& option
 
 absl::Status CpuForward::Forward(const ForwardBatch& batch, EngineObserver* observer, ForwardOutput* out) {
   const ModelWeights& w = weights_;
+  const ThreadPool::Stats before = pool_->stats();
   observer_ = observer;
   const int64_t H = w.config.hidden_size.value, V = w.vocab_size;
   int64_t T = 0;
@@ -149,6 +150,10 @@ absl::Status CpuForward::Forward(const ForwardBatch& batch, EngineObserver* obse
   const MatMulJob head{&w.head, normed_.data(), H, out->logits.data(), V};
   ParallelMatMul(*pool_, std::span<const MatMulJob>(&head, 1), R);
   if (R > 0) out->weight_bytes_read += w.head.Bytes();
+  const ThreadPool::Stats after = pool_->stats();
+  out->parallel_regions = after.regions - before.regions;
+  out->join_wait_ns = after.join_wait_ns - before.join_wait_ns;
+  out->worker_spin_ns = after.worker_spin_ns - before.worker_spin_ns;
   out_ = nullptr;
   observer_ = nullptr;
   return absl::OkStatus();

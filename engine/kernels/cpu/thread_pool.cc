@@ -1,6 +1,7 @@
 #include "engine/kernels/cpu/thread_pool.h"
 
 #include <algorithm>
+#include <chrono>
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -23,6 +24,11 @@ constexpr int kSpinIterations = 20000;
 // Chunks per thread in a parallel loop: enough to even out a preempted thread, few enough that
 // a chunk of a small matrix still spans whole row tiles.
 constexpr int kChunksPerThread = 4;
+
+int64_t NowNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
 
 }  // namespace
 
@@ -72,18 +78,27 @@ void ThreadPool::ParallelForIndexed(int64_t n, const std::function<void(int, int
   }
   wake_.notify_all();
   RunChunks(0);
+  const int64_t wait_start = NowNs();
   while (pending_.load(std::memory_order_acquire) != 0) CpuRelax();
+  join_wait_ns_.fetch_add(NowNs() - wait_start, std::memory_order_relaxed);
+  regions_.fetch_add(1, std::memory_order_relaxed);
   task_ = nullptr;
+}
+
+ThreadPool::Stats ThreadPool::stats() const {
+  return Stats{regions_.load(), join_wait_ns_.load(), worker_spin_ns_.load()};
 }
 
 void ThreadPool::WorkerLoop(int index) {
   uint64_t seen = 0;
   while (true) {
     int spins = 0;
+    const int64_t spin_start = NowNs();
     while (generation_.load(std::memory_order_acquire) == seen && spins < kSpinIterations) {
       CpuRelax();
       ++spins;
     }
+    worker_spin_ns_.fetch_add(NowNs() - spin_start, std::memory_order_relaxed);
     if (generation_.load(std::memory_order_acquire) == seen) {
       std::unique_lock<std::mutex> lock(mu_);
       wake_.wait(lock, [&] { return generation_.load(std::memory_order_acquire) != seen; });

@@ -26,6 +26,16 @@ class ThreadPool {
 
   int num_threads() const { return num_threads_; }
 
+  // Where the pool's time goes outside the work itself, since construction (for benchmarks):
+  // parallel regions run, the caller's time waiting at the join for the other threads, and
+  // the workers' time spinning between regions before work arrived or they went to sleep.
+  struct Stats {
+    int64_t regions = 0;
+    int64_t join_wait_ns = 0;
+    int64_t worker_spin_ns = 0;
+  };
+  Stats stats() const;
+
   // Calls fn(begin, end) on disjoint contiguous ranges covering [0, n) and returns when all are
   // done. The range is cut into a few chunks per thread, handed out as threads come free, so a
   // thread the OS preempts (a gRPC thread, the benchmark client on the same cores) delays the
@@ -51,6 +61,7 @@ class ThreadPool {
   int64_t task_size_ = 0;
   int64_t task_chunks_ = 0;
   std::atomic<int64_t> next_chunk_{0};
+  std::atomic<int64_t> regions_{0}, join_wait_ns_{0}, worker_spin_ns_{0};
 };
 
 }  // namespace moeserve
