@@ -3,22 +3,38 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 
 #include "engine/kernels/cpu/matmul.h"
 
 namespace moeserve {
 namespace {
 
-// out[s] = dot(keys[s * ld, :n], q) for s < slots, keys of `key_size` bytes per element:
-// block(w, ld, n, xs, nt, out) and row(w, n, xs, nt, out) as in kernels.h, for query type Q.
+// Queries scored and weighted together: at most the token count DotBlockFn takes and the
+// queries WeightedRowsMultiFn takes.
+constexpr int kQueryBlock = std::min(cpu::kMaxTokens, cpu::kMaxWeightedQueries);
+constexpr int kMaxRowsPerCall = 16;  // above every kernel set's rows_per_call (4 or fewer)
+
+// out[b][s] = dot(keys[s * ld, :n], xs[b]) for s < slots and b < nt queries, keys of
+// `key_size` bytes per element: block(w, ld, n, xs, nt, out) and row(w, n, xs, nt, out) as in
+// kernels.h, for query type Q. Every (slot, query) is its own accumulator in those kernels, so
+// a query's scores do not depend on the others scored with it.
 template <class Q, class Block, class Row>
 void ScoreSlots(int per_call, Block block, Row row, const void* keys, int64_t key_size, int64_t ld, int slots, int n,
-                const Q* q, float* out) {
-  const Q* xs[1] = {q};
+                const Q* const* xs, int nt, float* const* out) {
+  float tmp[kMaxRowsPerCall * cpu::kMaxTokens];
   const unsigned char* base = static_cast<const unsigned char*>(keys);
   int s = 0;
-  for (; s + per_call <= slots; s += per_call) block(base + s * ld * key_size, ld, n, xs, 1, out + s);
-  for (; s < slots; ++s) row(base + s * ld * key_size, n, xs, 1, out + s);
+  for (; s + per_call <= slots; s += per_call) {
+    block(base + s * ld * key_size, ld, n, xs, nt, tmp);  // tmp[r * nt + b]
+    for (int r = 0; r < per_call; ++r) {
+      for (int b = 0; b < nt; ++b) out[b][s + r] = tmp[r * nt + b];
+    }
+  }
+  for (; s < slots; ++s) {
+    row(base + s * ld * key_size, n, xs, nt, tmp);
+    for (int b = 0; b < nt; ++b) out[b][s] = tmp[b];
+  }
 }
 
 }  // namespace
@@ -84,85 +100,132 @@ void PagedAttention::Attend(const KvCache& cache, int layer, const std::vector<T
   const int64_t elem_size = DTypeSize(cache.shape().dtype);
   scores_.resize(pool_->num_threads());
   query_bf16_.resize(pool_->num_threads());
-  // A work item is one token's KV heads [k0, k1) with their query heads. It walks the token's
-  // cache block by block and reads each slot's rows for all its heads together, in address
-  // order; all heads per item once the batch gives every thread a few items, fewer heads per
-  // item at small batches so both threads have work. The arithmetic per head is the same
-  // either way (positions ascending), so the split does not change any bit.
+  // Query blocks: up to kQueryBlock consecutive tokens of one sequence (one block table,
+  // positions one apart), as a prompt chunk brings them. A block reads each key and value row
+  // once for all its queries; a decode step's tokens are blocks of one.
+  block_start_.clear();
+  for (int64_t t = 0; t < T; ++t) {
+    const bool continues = t > 0 && tokens[t].block_table == tokens[t - 1].block_table &&
+                           tokens[t].position == tokens[t - 1].position + 1 &&
+                           t - block_start_.back() < kQueryBlock;
+    if (!continues) block_start_.push_back(t);
+  }
+  const int64_t num_blocks = static_cast<int64_t>(block_start_.size());
+  block_start_.push_back(T);
+  // A work item is one query block's KV heads [k0, k1) with their query heads. It walks the
+  // sequence's cache block by block and reads each slot's rows for all its heads together, in
+  // address order; all heads per item once the batch gives every thread a few items, fewer
+  // heads per item at small batches so both threads have work. The arithmetic per query and
+  // head is the same either way (positions ascending), so neither split changes any bit.
   const int64_t wanted_items = int64_t{4} * pool_->num_threads();
-  const int kv_per_item = static_cast<int>(std::clamp<int64_t>((T * nkv + wanted_items - 1) / wanted_items, 1, nkv));
-  const int items_per_token = (nkv + kv_per_item - 1) / kv_per_item;
-  pool_->ParallelForIndexed(T * items_per_token, [&](int thread, int64_t begin, int64_t end) {
+  const int kv_per_item =
+      static_cast<int>(std::clamp<int64_t>((num_blocks * nkv + wanted_items - 1) / wanted_items, 1, nkv));
+  const int items_per_block = (nkv + kv_per_item - 1) / kv_per_item;
+  pool_->ParallelForIndexed(num_blocks * items_per_block, [&](int thread, int64_t begin, int64_t end) {
     std::vector<float>& scratch = scores_[thread];
     for (int64_t item = begin; item < end; ++item) {
-      const int64_t t = item / items_per_token;
-      const int k0 = static_cast<int>(item % items_per_token) * kv_per_item;
+      const int64_t qb = item / items_per_block;
+      const int64_t t0 = block_start_[qb];
+      const int nt = static_cast<int>(block_start_[qb + 1] - t0);  // queries: tokens [t0, t0 + nt)
+      const int k0 = static_cast<int>(item % items_per_block) * kv_per_item;
       const int h0 = k0 * group, nq = (std::min(nkv, k0 + kv_per_item) - k0) * group;  // heads [h0, h0 + nq)
-      const int32_t last = tokens[t].position;
-      const int64_t len = last + 1;
-      const int32_t* table = tokens[t].block_table;
-      scratch.resize(static_cast<size_t>(nq) * len + nq);
-      float* scores = scratch.data();     // [nq][len]
-      float* inv = scores + nq * len;     // [nq]: 1 / Σ exp
-      const float* qt = q + (t * nh + h0) * hd;
+      const int32_t first = tokens[t0].position, last = tokens[t0 + nt - 1].position;
+      const int64_t len = last + 1;  // the block's last query sees the most positions
+      const int32_t* table = tokens[t0].block_table;
+      // scores[(b * nq + j) * len + p]: query b, head j, position p (p <= first + b is used).
+      scratch.resize(static_cast<size_t>(nt) * nq * len + nt * nq);
+      float* scores = scratch.data();
+      float* inv = scores + static_cast<int64_t>(nt) * nq * len;  // [nt * nq]: 1 / Σ exp
+      const auto row_of = [&](int b, int j) { return scores + (static_cast<int64_t>(b) * nq + j) * len; };
+      const auto query_of = [&](int b) { return q + ((t0 + b) * nh + h0) * hd; };
       // q·k with the matmul kernels: a block's slots are rows kv_row elements apart, so one call
-      // scores several positions of one head.
+      // scores several positions of one head for all the block's queries.
       std::vector<uint16_t>& q16 = query_bf16_[thread];
       if (bf16_query) {
-        q16.resize(static_cast<size_t>(nq) * hd);
-        RoundToBf16(qt, int64_t{nq} * hd, q16.data());
+        q16.resize(static_cast<size_t>(nt) * nq * hd);
+        for (int b = 0; b < nt; ++b) RoundToBf16(query_of(b), int64_t{nq} * hd, q16.data() + int64_t{b} * nq * hd);
       }
       // One of three kernel pairs, chosen once per item: bf16 keys × bf16 query, bf16 keys ×
       // fp32 query, fp32 keys × fp32 query.
-      const auto score = [&](auto block_fn, auto row_fn, auto keys_of_block, const auto* query) {
-        const int per_call = kernels.rows_per_call[1];
+      const auto score = [&](auto block_fn, auto row_fn, auto keys_of_block, const auto* queries, int64_t q_stride) {
+        using Q = std::remove_cv_t<std::remove_pointer_t<decltype(queries)>>;
+        const int per_call = kernels.rows_per_call[nt];
+        const Q* xs[kQueryBlock];
+        float* dst[kQueryBlock];
         for (int32_t p0 = 0; p0 <= last; p0 += bs) {
           const int slots = std::min(bs, last + 1 - p0);
           const auto* keys = keys_of_block(table[p0 / bs]);
           for (int j = 0; j < nq; ++j) {
-            ScoreSlots(per_call, block_fn, row_fn, keys + ((h0 + j) / group) * hd, elem_size, kv_row, slots, hd,
-                       query + j * hd, &scores[j * len + p0]);
+            for (int b = 0; b < nt; ++b) {
+              xs[b] = queries + b * q_stride + j * hd;
+              dst[b] = row_of(b, j) + p0;
+            }
+            ScoreSlots(per_call, block_fn, row_fn, keys + ((h0 + j) / group) * hd, elem_size, kv_row, slots, hd, xs,
+                       nt, dst);
           }
         }
       };
       const auto bf16_keys = [&](int32_t block) { return cache.KeyBf16(layer, block, 0); };
       if (bf16_query) {
-        score(kernels.bf16x.block, kernels.bf16x.row, bf16_keys, q16.data());
+        score(kernels.bf16x.block, kernels.bf16x.row, bf16_keys, q16.data(), int64_t{nq} * hd);
       } else if (bf16) {
-        score(kernels.block[cpu::kWeightBf16], kernels.row[cpu::kWeightBf16], bf16_keys, qt);
+        score(kernels.block[cpu::kWeightBf16], kernels.row[cpu::kWeightBf16], bf16_keys, query_of(0), int64_t{nh} * hd);
       } else {
         score(kernels.block[cpu::kWeightF32], kernels.row[cpu::kWeightF32],
-              [&](int32_t block) { return cache.Key(layer, block, 0); }, qt);
+              [&](int32_t block) { return cache.Key(layer, block, 0); }, query_of(0), int64_t{nh} * hd);
       }
-      for (int j = 0; j < nq; ++j) {
-        float* s = scores + j * len;
-        float max_score = -INFINITY;
-        for (int64_t p = 0; p < len; ++p) {
-          s[p] *= scale;
-          max_score = std::max(max_score, s[p]);
-        }
-        double sum = 0;
-        for (int64_t p = 0; p < len; ++p) sum += s[p] = std::exp(s[p] - max_score);
-        inv[j] = static_cast<float>(1.0 / sum);
-      }
-      float* o = out + (t * nh + h0) * hd;  // the item's heads are contiguous
-      std::fill(o, o + static_cast<int64_t>(nq) * hd, 0.0f);
-      for (int j = 0; j < nq; ++j) {
-        float* p = scores + j * len;
-        for (int64_t i = 0; i < len; ++i) p[i] *= inv[j];
-      }
-      // Σ_p prob_p · v_p per head, block by block, positions ascending (the kernel keeps a
-      // head's output in registers across a block's slots).
-      const cpu::WeightedRowsFn weighted = kernels.weighted_rows[bf16 ? cpu::kWeightBf16 : cpu::kWeightF32];
-      for (int32_t p0 = 0; p0 <= last; p0 += bs) {
-        const int slots = std::min(bs, last + 1 - p0);
-        const int32_t block = table[p0 / bs];
-        const void* values = bf16 ? static_cast<const void*>(cache.ValueBf16(layer, block, 0))
-                                  : static_cast<const void*>(cache.Value(layer, block, 0));
+      for (int b = 0; b < nt; ++b) {
+        const int64_t n = first + b + 1;  // query b's positions
         for (int j = 0; j < nq; ++j) {
-          const int64_t head = ((h0 + j) / group) * hd;
-          weighted(static_cast<const unsigned char*>(values) + head * elem_size, kv_row, &scores[j * len + p0], slots,
-                   hd, o + j * hd);
+          float* s = row_of(b, j);
+          float max_score = -INFINITY;
+          for (int64_t p = 0; p < n; ++p) {
+            s[p] *= scale;
+            max_score = std::max(max_score, s[p]);
+          }
+          double sum = 0;
+          for (int64_t p = 0; p < n; ++p) sum += s[p] = std::exp(s[p] - max_score);
+          inv[b * nq + j] = static_cast<float>(1.0 / sum);
+          for (int64_t p = 0; p < n; ++p) s[p] *= inv[b * nq + j];
+        }
+        float* o = out + ((t0 + b) * nh + h0) * hd;  // the item's heads are contiguous
+        std::fill(o, o + static_cast<int64_t>(nq) * hd, 0.0f);
+      }
+      // Σ_p prob_p · v_p per query and head, block by block, positions ascending (the kernels
+      // keep a head's output in registers across a block's slots). The slots every query of
+      // the block sees go through the multi-query kernel, each value row read once; the later
+      // queries' extra slots in the last block one query at a time. Same operations per
+      // output element either way.
+      const int kind = bf16 ? cpu::kWeightBf16 : cpu::kWeightF32;
+      const cpu::WeightedRowsFn weighted = kernels.weighted_rows[kind];
+      const cpu::WeightedRowsMultiFn weighted_multi = kernels.weighted_rows_multi[kind];
+      const float* probs[kQueryBlock];
+      float* outs[kQueryBlock];
+      for (int32_t p0 = 0; p0 <= last; p0 += bs) {
+        const int32_t block = table[p0 / bs];
+        const unsigned char* values = bf16 ? reinterpret_cast<const unsigned char*>(cache.ValueBf16(layer, block, 0))
+                                           : reinterpret_cast<const unsigned char*>(cache.Value(layer, block, 0));
+        const int common = std::min(bs, first + 1 - p0);  // slots of the block's first query (may be <= 0)
+        for (int j = 0; j < nq; ++j) {
+          const unsigned char* head = values + ((h0 + j) / group) * hd * elem_size;
+          for (int b = 0; b < nt; ++b) {
+            probs[b] = row_of(b, j) + p0;
+            outs[b] = out + ((t0 + b) * nh + h0 + j) * hd;
+          }
+          if (common > 0) {
+            if (nt == 1) {
+              weighted(head, kv_row, probs[0], common, hd, outs[0]);
+            } else {
+              weighted_multi(head, kv_row, probs, nt, common, hd, outs);
+            }
+          }
+          const int done = std::max(common, 0);
+          for (int b = 1; b < nt; ++b) {
+            const int slots = std::min(bs, first + b + 1 - p0);
+            if (slots > done) {
+              weighted(head + done * kv_row * elem_size, kv_row, probs[b] + done, slots - done, hd, outs[b]);
+            }
+          }
         }
       }
     }

@@ -53,6 +53,7 @@ class PagedAttention {
   AttentionShape shape_;
   std::vector<std::vector<float>> scores_;  // per-thread scratch
   std::vector<std::vector<uint16_t>> query_bf16_;  // per-thread: the item's queries in bf16
+  std::vector<int64_t> block_start_;  // the step's query blocks: first token of each, then T
 };
 
 }  // namespace moeserve

@@ -227,6 +227,41 @@ TEST(MatMulKernels, WeightedRowsMatchFloat64) {
   }
 }
 
+// The multi-query weighted sum gives each query exactly what the one-query kernel gives it:
+// attention's results must not depend on how many of a prompt's queries were blocked together.
+TEST(MatMulKernels, WeightedRowsMultiEqualsOneQueryAtATime) {
+  std::mt19937 rng(23);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (const cpu::KernelSet* set : RunnableKernelSets()) {
+    for (DType dtype : {DType::kF32, DType::kBF16, DType::kF16}) {
+      for (int64_t n : {1, 7, 16, 37, 128, 200}) {
+        for (int nq = 1; nq <= cpu::kMaxWeightedQueries; ++nq) {
+          const int slots = 9, ld = static_cast<int>(n) + 5;
+          const TestMatrix v = MakeMatrix(dtype, slots, ld, rng);
+          std::vector<std::vector<float>> w(nq, std::vector<float>(slots)), single(nq, std::vector<float>(n));
+          for (int q = 0; q < nq; ++q) {
+            for (float& e : w[q]) e = normal(rng);
+            for (float& e : single[q]) e = normal(rng);
+          }
+          std::vector<std::vector<float>> multi = single;
+          const float* weights[cpu::kMaxWeightedQueries];
+          float* outs[cpu::kMaxWeightedQueries];
+          for (int q = 0; q < nq; ++q) {
+            weights[q] = w[q].data();
+            outs[q] = multi[q].data();
+            set->weighted_rows[KindOf(dtype)](v.bytes.data(), ld, w[q].data(), slots, n, single[q].data());
+          }
+          set->weighted_rows_multi[KindOf(dtype)](v.bytes.data(), ld, weights, nq, slots, n, outs);
+          for (int q = 0; q < nq; ++q) {
+            EXPECT_EQ(std::memcmp(multi[q].data(), single[q].data(), n * sizeof(float)), 0)
+                << set->name << " " << DTypeName(dtype) << " n=" << n << " nq=" << nq << " q=" << q;
+          }
+        }
+      }
+    }
+  }
+}
+
 TEST(MatMulKernels, TokenResultDoesNotDependOnTheBatch) {
   std::mt19937 rng(11);
   std::normal_distribution<float> normal(0.0f, 1.0f);

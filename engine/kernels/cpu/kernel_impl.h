@@ -170,6 +170,18 @@ inline void WeightedRowsChunk(const W* rows, int64_t ld, const float* weights, i
   for (int k = 0; k < K; ++k) Isa::Store(out + k * L, acc[k]);
 }
 
+// The columns past the last whole vector, one at a time; shared by both weighted-row kernels
+// so that a column's arithmetic is the same whichever one ran.
+template <class W>
+__attribute__((noinline)) void WeightedRowsTail(const W* rows, int64_t ld, const float* weights, int slots,
+                                                int64_t from, int64_t n, float* out) {
+  for (int64_t i = from; i < n; ++i) {
+    float o = out[i];
+    for (int s = 0; s < slots; ++s) o += weights[s] * ScalarF32(rows + s * ld + i);
+    out[i] = o;
+  }
+}
+
 template <class Isa, class W>
 void WeightedRows(const void* v, int64_t ld, const float* weights, int slots, int64_t n, float* out) {
   constexpr int L = Isa::kLanes, kChunk = 8;
@@ -179,10 +191,55 @@ void WeightedRows(const void* v, int64_t ld, const float* weights, int slots, in
   for (; c + kChunk * L <= nv; c += kChunk * L)
     WeightedRowsChunk<Isa, W, kChunk>(rows + c, ld, weights, slots, out + c);
   for (; c < nv; c += L) WeightedRowsChunk<Isa, W, 1>(rows + c, ld, weights, slots, out + c);
-  for (int64_t i = nv; i < n; ++i) {
-    float o = out[i];
-    for (int s = 0; s < slots; ++s) o += weights[s] * ScalarF32(rows + s * ld + i);
-    out[i] = o;
+  WeightedRowsTail(rows, ld, weights, slots, nv, n, out);
+}
+
+// K vectors of each of Q outputs in registers; every slot's row is loaded (and widened) once
+// and added to all Q outputs with their own weights.
+template <class Isa, class W, int K, int Q>
+inline void WeightedRowsMultiChunk(const W* rows, int64_t ld, const float* const* weights, int slots,
+                                   float* const* outs, int64_t c) {
+  using V = typename Isa::V;
+  constexpr int L = Isa::kLanes;
+  V acc[Q][K];
+  for (int q = 0; q < Q; ++q) {
+    for (int k = 0; k < K; ++k) acc[q][k] = Isa::LoadX(outs[q] + c + k * L);
+  }
+  for (int s = 0; s < slots; ++s) {
+    const W* row = rows + s * ld + c;
+    V r[K];
+    for (int k = 0; k < K; ++k) r[k] = Isa::LoadW(row + k * L);
+    for (int q = 0; q < Q; ++q) {
+      const V w = Isa::Broadcast(weights[q][s]);
+      for (int k = 0; k < K; ++k) acc[q][k] = Isa::Fma(r[k], w, acc[q][k]);
+    }
+  }
+  for (int q = 0; q < Q; ++q) {
+    for (int k = 0; k < K; ++k) Isa::Store(outs[q] + c + k * L, acc[q][k]);
+  }
+}
+
+template <class Isa, class W, int Q>
+void WeightedRowsMultiQ(const W* rows, int64_t ld, const float* const* weights, int slots, int64_t n,
+                        float* const* outs) {
+  // 4 × 4 accumulators fill half of AVX-512's 32 registers; 4 × 2 keep 16-register sets spill-free.
+  constexpr int L = Isa::kLanes, K = L >= 16 ? 4 : 2;
+  const int64_t nv = n - n % L;
+  int64_t c = 0;
+  for (; c + K * L <= nv; c += K * L) WeightedRowsMultiChunk<Isa, W, K, Q>(rows, ld, weights, slots, outs, c);
+  for (; c < nv; c += L) WeightedRowsMultiChunk<Isa, W, 1, Q>(rows, ld, weights, slots, outs, c);
+  for (int q = 0; q < Q; ++q) WeightedRowsTail(rows, ld, weights[q], slots, nv, n, outs[q]);
+}
+
+template <class Isa, class W>
+void WeightedRowsMulti(const void* v, int64_t ld, const float* const* weights, int nq, int slots, int64_t n,
+                       float* const* outs) {
+  const W* rows = static_cast<const W*>(v);
+  switch (nq) {
+    case 1: return WeightedRowsMultiQ<Isa, W, 1>(rows, ld, weights, slots, n, outs);
+    case 2: return WeightedRowsMultiQ<Isa, W, 2>(rows, ld, weights, slots, n, outs);
+    case 3: return WeightedRowsMultiQ<Isa, W, 3>(rows, ld, weights, slots, n, outs);
+    default: return WeightedRowsMultiQ<Isa, W, kMaxWeightedQueries>(rows, ld, weights, slots, n, outs);
   }
 }
 
@@ -196,6 +253,8 @@ constexpr KernelSet MakeKernelSet(const char* name) {
       {&DotRowAny<Isa, float>, &DotRowAny<Isa, Bf16>, &DotRowAny<Isa, F16>, &DotRowAny<Isa, int8_t>},
       {&SegmentedAny<Isa, float>, &SegmentedAny<Isa, Bf16>, &SegmentedAny<Isa, F16>, &SegmentedAny<Isa, int8_t>},
       {&WeightedRows<Isa, float>, &WeightedRows<Isa, Bf16>, &WeightedRows<Isa, F16>, &WeightedRows<Isa, int8_t>},
+      {&WeightedRowsMulti<Isa, float>, &WeightedRowsMulti<Isa, Bf16>, &WeightedRowsMulti<Isa, F16>,
+       &WeightedRowsMulti<Isa, int8_t>},
       {},
       {},
   };

@@ -44,6 +44,12 @@ using SegmentedDotFn = void (*)(const void* const* w, const float* const* v, con
 // out[i] += Σ_s weights[s] · V[s, i] for i < n, row s of V `s * ld` elements after v, slots in
 // ascending order (attention's probability-weighted sum of value rows; int8 rows unscaled).
 using WeightedRowsFn = void (*)(const void* v, int64_t ld, const float* weights, int slots, int64_t n, float* out);
+// WeightedRowsFn for nq <= kMaxWeightedQueries weight vectors at once: outs[q][c] +=
+// Σ_s weights[q][s] · v[s·ld + c]. Each row is read once for all of them; every output element
+// gets the same operations in the same order as from WeightedRowsFn, so the two agree bit for bit.
+constexpr int kMaxWeightedQueries = 4;
+using WeightedRowsMultiFn = void (*)(const void* v, int64_t ld, const float* const* weights, int nq, int slots,
+                                     int64_t n, float* const* outs);
 
 // Block and one-row kernels as above, for bf16 weights and bf16 activations (raw bits).
 using Bf16DotBlockFn = void (*)(const void* w, int64_t ld, int64_t n, const uint16_t* const* xs, int nt, float* out);
@@ -117,6 +123,7 @@ struct KernelSet {
   DotRowFn row[kNumWeightKinds];
   SegmentedDotFn segmented[kNumWeightKinds];
   WeightedRowsFn weighted_rows[kNumWeightKinds];
+  WeightedRowsMultiFn weighted_rows_multi[kNumWeightKinds];
   Bf16ActivationKernels bf16x;  // used for bf16 weights where present
   PanelKernels panels;          // used for weights packed in panels where present
 };
