@@ -107,13 +107,16 @@ void ExpertExecutor::DownPanels(const ExpertBank& bank, int slot, int64_t r0, in
 }
 
 void ExpertExecutor::Run(const ExpertBank& bank, const float* m, int64_t num_tokens, const Routing& routing,
-                         float* y) {
+                         float* y, const MatMulJob* then) {
   const int E = bank.num_experts;
   const int64_t H = bank.hidden, d = bank.width;
   // Group entries by expert (counting sort; tokens stay in ascending order within a group).
   groups_.Build(routing, E);
   const size_t entries = routing.experts.size();
-  if (groups_.active.empty()) return;
+  if (groups_.active.empty()) {
+    if (then != nullptr) ParallelMatMul(*pool_, std::span<const MatMulJob>(then, 1), num_tokens);
+    return;
+  }
 
   if (bank.NeedsMean()) {
     token_mean_.resize(num_tokens);
@@ -175,10 +178,8 @@ void ExpertExecutor::Run(const ExpertBank& bank, const float* m, int64_t num_tok
   }
   const float* down_bias = bank.down_bias.empty() ? nullptr : bank.down_bias.data();
   constexpr int64_t kDownRowTile = 32;
-  // Panel slices are split between threads in whole panels.
-  const int64_t unit = panels ? cpu::kPanelRows : 1;
-  pool_->ParallelForIndexed((H + unit - 1) / unit, [&](int slot, int64_t u0, int64_t u1) {
-    const int64_t r0 = u0 * unit, r1 = std::min(H, u1 * unit);
+  // The routed experts' sums (and their down bias) for output rows [r0, r1).
+  const auto routed_down = [&](int slot, int64_t r0, int64_t r1) {
     if (panels) {
       DownPanels(bank, slot, r0, r1, y);
     } else if (!grouped || !GroupedRowDotsBf16(grouped_base_.data(), grouped_begin_.data(), static_cast<int>(num_active),
@@ -209,6 +210,19 @@ void ExpertExecutor::Run(const ExpertBank& bank, const float* m, int64_t num_tok
         for (int32_t i = begin; i < begin + n; ++i) s += routing.weights[i] * down_bias[routing.experts[i] * H + r];
         yt[r] += s;
       }
+    }
+  };
+  const bool then_panels = then != nullptr && then->w->panels;
+  if (then_panels) then_input_.Prepare(then->w->dtype, then->x, then->x_stride, num_tokens, then->w->cols);
+  // Panel slices (ours or the `then` job's) are split between threads in whole panels.
+  const int64_t unit = panels || then_panels ? cpu::kPanelRows : 1;
+  pool_->ParallelForIndexed((H + unit - 1) / unit, [&](int slot, int64_t u0, int64_t u1) {
+    const int64_t r0 = u0 * unit, r1 = std::min(H, u1 * unit);
+    routed_down(slot, r0, r1);
+    if (then_panels) {
+      PanelMatMulRows(*then->w, then_input_, 0, num_tokens, then->y, then->y_stride, r0, r1, then->accumulate);
+    } else if (then != nullptr) {
+      MatMulRows(*then->w, then->x, then->x_stride, num_tokens, then->y, then->y_stride, r0, r1, then->accumulate);
     }
   });
 }

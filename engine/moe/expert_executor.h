@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "engine/kernels/cpu/matmul.h"
 #include "engine/kernels/cpu/panel_matmul.h"
 #include "engine/kernels/cpu/thread_pool.h"
 #include "engine/moe/expert_bank.h"
@@ -31,7 +32,12 @@ class ExpertExecutor {
   void set_down_order(DownOrder order) { down_order_ = order; }
 
   // y[t, :] += Σ_{entries of t} weight · Expert_e(m[t, :]). m and y are [tokens, H].
-  void Run(const ExpertBank& bank, const float* m, int64_t num_tokens, const Routing& routing, float* y);
+  // `then`, where given, is one more matmul whose output rows are y's (the shared expert's down
+  // projection): each thread runs it on its rows right after the routed experts' sums there,
+  // so both share one parallel region and every element gets the routed sum first, as if the
+  // job ran after Run.
+  void Run(const ExpertBank& bank, const float* m, int64_t num_tokens, const Routing& routing, float* y,
+           const MatMulJob* then = nullptr);
 
   // Number of distinct experts evaluated by the last Run (the batch's expert union).
   int last_union_size() const { return static_cast<int>(groups_.active.size()); }
@@ -53,6 +59,7 @@ class ExpertExecutor {
   std::vector<uint16_t> hidden_bf16_;    // the same rounded to bf16 (bf16 × bf16 kernels only)
   std::vector<const uint16_t*> segment_vec_bf16_;  // per routing entry, into hidden_bf16_
   PanelInput down_input_;                          // hidden_ prepared for panel down slices
+  PanelInput then_input_;                          // Run's `then` job's input, where it is in panels
   std::vector<const void*> grouped_base_;          // per active expert: its down slice
   std::vector<int32_t> grouped_begin_;             // per active expert: its first grouped entry
   struct ThreadBuffers {

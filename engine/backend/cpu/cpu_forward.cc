@@ -68,10 +68,12 @@ class CpuForward final : public ForwardBackend {
   void RunLayer(int layer_index, int64_t T);
   void RunMoe(int layer_index, int64_t T);
   void Ffn(const FfnWeights& w, int64_t T, float* y);
-  // The two halves of Ffn, so that a MoE layer can run its shared expert's input projections
-  // in the router's parallel region: the gate/up jobs (into ffn_gate_/ffn_up_, sized here),
-  // then biases, activation and the down projection added into y.
+  // The parts of Ffn, so that a MoE layer can run its shared expert's input projections in the
+  // router's parallel region and its down projection in the routed experts' down region: the
+  // gate/up jobs (into ffn_gate_/ffn_up_, sized here); biases and activation, returning the
+  // down projection's job (accumulating into y; its bias not added); FinishFfn runs both last.
   void AppendFfnInputJobs(const FfnWeights& w, int64_t T, std::vector<MatMulJob>& jobs);
+  MatMulJob ActivateFfn(const FfnWeights& w, int64_t T, float* y);
   void FinishFfn(const FfnWeights& w, int64_t T, float* y);
   // The model's norm (RMSNorm, or LayerNorm with `bias`) of one token's H values.
   void Norm(const float* x, const std::vector<float>& weight, const std::vector<float>& bias, float* y) const;
@@ -243,6 +245,12 @@ void CpuForward::AppendFfnInputJobs(const FfnWeights& w, int64_t T, std::vector<
 }
 
 void CpuForward::FinishFfn(const FfnWeights& w, int64_t T, float* y) {
+  const MatMulJob down = ActivateFfn(w, T, y);
+  ParallelMatMul(*pool_, std::span<const MatMulJob>(&down, 1), T);
+  AddRowBias(y, T, weights_.config.hidden_size.value, w.down_bias);
+}
+
+MatMulJob CpuForward::ActivateFfn(const FfnWeights& w, int64_t T, float* y) {
   const int64_t H = weights_.config.hidden_size.value, F = w.up.rows;
   if (w.gated()) {  // SwiGLU: silu(gate·m + b_g) ⊙ (up·m + b_u)
     AddRowBias(ffn_gate_.data(), T, F, w.gate_bias);
@@ -252,10 +260,8 @@ void CpuForward::FinishFfn(const FfnWeights& w, int64_t T, float* y) {
     AddRowBias(ffn_gate_.data(), T, F, w.up_bias);
     for (int64_t i = 0; i < T * F; ++i) ffn_gate_[i] = Gelu(ffn_gate_[i]);
   }
-  const MatMulJob down{&w.down, ffn_gate_.data(), F, y, H, /*accumulate=*/true};
-  ParallelMatMul(*pool_, std::span<const MatMulJob>(&down, 1), T);
-  AddRowBias(y, T, H, w.down_bias);
   out_->weight_bytes_read += w.gate.Bytes() + w.up.Bytes() + w.down.Bytes();
+  return MatMulJob{&w.down, ffn_gate_.data(), F, y, H, /*accumulate=*/true};
 }
 
 void CpuForward::RunMoe(int layer_index, int64_t T) {
@@ -271,11 +277,15 @@ void CpuForward::RunMoe(int layer_index, int64_t T) {
   const Routing& evaluated =
       router_.Route(*moe.router, router_logits_.data(), static_cast<int>(E), token_budget_, layer_index,
                     options_.dense_experts, observer_, out_);
-  experts_->Run(moe.experts, normed_.data(), T, evaluated, x_.data());
+  // The shared expert's down projection runs in the routed experts' down region, on each
+  // thread's rows after their routed sums (the order of the additions as before).
+  MatMulJob shared_down;
+  if (moe.shared) shared_down = ActivateFfn(*moe.shared, T, x_.data());
+  experts_->Run(moe.experts, normed_.data(), T, evaluated, x_.data(), moe.shared ? &shared_down : nullptr);
+  if (moe.shared) AddRowBias(x_.data(), T, H, moe.shared->down_bias);
   const ExpertBank& bank = moe.experts;
   const int64_t per_expert = (bank.gated() ? 3 : 2) * bank.width * H * DTypeSize(bank.up.dtype);
   out_->weight_bytes_read += moe.router_weight.Bytes() + experts_->last_union_size() * per_expert;
-  if (moe.shared) FinishFfn(*moe.shared, T, x_.data());
 }
 
 std::unique_ptr<ForwardBackend> CreateCpuForward(ModelWeights& weights, const BackendOptions& options) {
