@@ -3,7 +3,7 @@
 
   run_case.py --engine PATH --workdir DIR --variant V [--set k=v ...] [--gen-dtype f32|bf16|f16]
               [--engine-dtype f32|bf16|f16|int8] [--shards K] [--seed N] [--tokens N] [--tied]
-              [--check-chunks 1,3,7] [--check-dense] [--gen-arg=--eta-tensor ...]
+              [--check-chunks 1,3,7] [--check-dense] [--check-threads 1,3] [--gen-arg=--eta-tensor ...]
               [--check-budget min_weight=0.05|k_scale=0.5|max_experts=1]
 
 Generates a tiny checkpoint, picks deterministic random token ids (BOS 1 first), runs the
@@ -67,6 +67,8 @@ def main(argv=None):
     ap.add_argument("--tied", action="store_true")
     ap.add_argument("--check-chunks", default="", help="e.g. 1,3,7")
     ap.add_argument("--check-dense", action="store_true")
+    ap.add_argument("--check-threads", default="",
+                    help="e.g. 1,3: the engine on that many threads gives the same bits (logits and routing)")
     ap.add_argument("--timeout", type=int, default=300)
     ap.add_argument("--max-pair-diff", type=float, default=0.01, help="see compare.py")
     ap.add_argument("--gen-arg", action="append", default=[],
@@ -132,6 +134,16 @@ def main(argv=None):
             continue
         ok &= check(f"engine vs engine[{tag}]", out("eng.f32"), out("eng.json"), out(f"{tag}.f32"),
                     out(f"{tag}.json"), e2e=True, margins=out("ref.json"), mode=a.e2e_mode)
+    for n in [n for n in a.check_threads.split(",") if n]:
+        # Thread counts change how work is split (by rows, by KV head, projections fused with
+        # attention or not), never what a row or a head computes: the same bits.
+        if not engine(f"threads{n}", ["--threads", n]):
+            ok = False
+            continue
+        same = (open(out("eng.f32"), "rb").read() == open(out(f"threads{n}.f32"), "rb").read()
+                and json.load(open(out("eng.json"))) == json.load(open(out(f"threads{n}.json"))))
+        print(f"[run_case] engine == engine[--threads {n}] (bitwise logits and routing): {same}")
+        ok &= same
     if a.check_budget:
         ok &= check_budget(a.check_budget, engine, out)
     print(f"[run_case] {a.variant} sets={a.set} gen={a.gen_dtype} engine={a.engine_dtype} "

@@ -282,26 +282,42 @@ void SegmentedRowDots(DType dtype, const void* const* bases, const float* const*
   }
 }
 
+void PreparedMatMul::Prepare(std::span<const MatMulJob> jobs, int64_t num_tokens) {
+  jobs_ = jobs;
+  num_tokens_ = num_tokens;
+  for (size_t i = 0; i < jobs.size() && i < kMaxJobs; ++i) {
+    const MatMulJob& j = jobs[i];
+    prepared_[i] = nullptr;
+    if (!j.w->panels) continue;
+    for (size_t e = 0; e < i && prepared_[i] == nullptr; ++e) {
+      const MatMulJob& o = jobs[e];
+      if (o.w->panels && o.x == j.x && o.x_stride == j.x_stride && o.w->dtype == j.w->dtype && o.w->cols == j.w->cols) {
+        prepared_[i] = prepared_[e];
+      }
+    }
+    if (prepared_[i] == nullptr) {
+      inputs_[i].Prepare(j.w->dtype, j.x, j.x_stride, num_tokens, j.w->cols);
+      prepared_[i] = &inputs_[i];
+    }
+  }
+}
+
+void PreparedMatMul::RunRows(size_t i, int64_t r0, int64_t r1) const {
+  const MatMulJob& j = jobs_[i];
+  if (j.w->panels && i < kMaxJobs) {
+    PanelMatMulRows(*j.w, *prepared_[i], 0, num_tokens_, j.y, j.y_stride, r0, r1, j.accumulate);
+  } else {
+    MatMulRows(*j.w, j.x, j.x_stride, num_tokens_, j.y, j.y_stride, r0, r1, j.accumulate);
+  }
+}
+
 void ParallelMatMul(ThreadPool& pool, std::span<const MatMulJob> jobs, int64_t num_tokens) {
   // Panel jobs' activations are prepared once here, shared by jobs with the same input, rather
   // than by every range of every thread.
-  constexpr size_t kMaxJobs = 8;
-  thread_local PanelInput inputs[kMaxJobs];
-  const PanelInput* prepared[kMaxJobs] = {};
-  for (size_t i = 0; i < jobs.size() && i < kMaxJobs; ++i) {
-    const MatMulJob& j = jobs[i];
-    if (!j.w->panels) continue;
-    for (size_t e = 0; e < i && prepared[i] == nullptr; ++e) {
-      const MatMulJob& o = jobs[e];
-      if (o.w->panels && o.x == j.x && o.x_stride == j.x_stride && o.w->dtype == j.w->dtype && o.w->cols == j.w->cols) {
-        prepared[i] = prepared[e];
-      }
-    }
-    if (prepared[i] == nullptr) {
-      inputs[i].Prepare(j.w->dtype, j.x, j.x_stride, num_tokens, j.w->cols);
-      prepared[i] = &inputs[i];
-    }
-  }
+  thread_local PreparedMatMul per_caller;
+  PreparedMatMul& prepared = per_caller;  // the caller's, also on the workers (a thread_local named
+                                          // in the lambda would be each worker's own)
+  prepared.Prepare(jobs, num_tokens);
   // Work is handed out in whole panels (16 rows) of the jobs laid end to end.
   int64_t total = 0;
   for (const MatMulJob& j : jobs) total += cpu::NumPanels(j.w->rows);
@@ -311,14 +327,7 @@ void ParallelMatMul(ThreadPool& pool, std::span<const MatMulJob> jobs, int64_t n
       const MatMulJob& j = jobs[i];
       const int64_t panels = cpu::NumPanels(j.w->rows);
       const int64_t lo = std::max(begin, base), hi = std::min(end, base + panels);
-      if (lo < hi) {
-        const int64_t r0 = (lo - base) * cpu::kPanelRows, r1 = std::min(j.w->rows, (hi - base) * cpu::kPanelRows);
-        if (j.w->panels && i < kMaxJobs) {
-          PanelMatMulRows(*j.w, *prepared[i], 0, num_tokens, j.y, j.y_stride, r0, r1, j.accumulate);
-        } else {
-          MatMulRows(*j.w, j.x, j.x_stride, num_tokens, j.y, j.y_stride, r0, r1, j.accumulate);
-        }
-      }
+      if (lo < hi) prepared.RunRows(i, (lo - base) * cpu::kPanelRows, std::min(j.w->rows, (hi - base) * cpu::kPanelRows));
       base += panels;
     }
   });

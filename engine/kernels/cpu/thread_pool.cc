@@ -2,6 +2,13 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
+#include <cstring>
+
+#if defined(__linux__)
+#include <pthread.h>
+#include <sched.h>
+#endif
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -30,12 +37,51 @@ int64_t NowNs() {
       .count();
 }
 
+// MOESERVE_PIN_THREADS=1: thread i of the pool (the caller is 0) runs only on the i-th CPU the
+// process may use, so that the OS cannot move two of them onto one core.
+bool PinRequested() {
+  const char* v = std::getenv("MOESERVE_PIN_THREADS");
+  return v != nullptr && std::strcmp(v, "1") == 0;
+}
+
+void PinCurrentThread(int index) {
+#if defined(__linux__)
+  cpu_set_t allowed;
+  if (sched_getaffinity(0, sizeof(allowed), &allowed) != 0) return;
+  const int count = CPU_COUNT(&allowed);
+  if (count == 0) return;
+  int seen = 0;
+  for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
+    if (!CPU_ISSET(cpu, &allowed)) continue;
+    if (seen++ == index % count) {
+      cpu_set_t one;
+      CPU_ZERO(&one);
+      CPU_SET(cpu, &one);
+      pthread_setaffinity_np(pthread_self(), sizeof(one), &one);
+      return;
+    }
+  }
+#else
+  (void)index;
+#endif
+}
+
 }  // namespace
 
 ThreadPool::ThreadPool(int num_threads) {
   if (num_threads <= 0) num_threads = static_cast<int>(std::thread::hardware_concurrency());
   num_threads_ = num_threads < 1 ? 1 : num_threads;
+  pinned_ = PinRequested() && num_threads_ > 1;
   for (int i = 1; i < num_threads_; ++i) workers_.emplace_back([this, i] { WorkerLoop(i); });
+}
+
+void ThreadPool::PinCaller() {
+  // The caller takes part in every region as thread 0; it is pinned on its first region (the
+  // pool may be built on another thread than the one that runs it).
+  if (pinned_ && !caller_pinned_) {
+    PinCurrentThread(0);
+    caller_pinned_ = true;
+  }
 }
 
 ThreadPool::~ThreadPool() {
@@ -63,6 +109,7 @@ void ThreadPool::ParallelFor(int64_t n, const std::function<void(int64_t, int64_
 
 void ThreadPool::ParallelForIndexed(int64_t n, const std::function<void(int, int64_t, int64_t)>& fn) {
   if (n <= 0) return;
+  PinCaller();
   if (num_threads_ == 1 || n == 1) {
     fn(0, 0, n);
     return;
@@ -90,6 +137,7 @@ ThreadPool::Stats ThreadPool::stats() const {
 }
 
 void ThreadPool::WorkerLoop(int index) {
+  if (pinned_) PinCurrentThread(index);
   uint64_t seen = 0;
   while (true) {
     int spins = 0;

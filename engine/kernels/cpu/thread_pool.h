@@ -2,6 +2,8 @@
 // part, so a pool of N threads starts N-1 workers. Workers spin briefly before sleeping,
 // because decode steps issue hundreds of short loops per token.
 //
+// With MOESERVE_PIN_THREADS=1 in the environment, each thread is pinned to its own CPU.
+//
 // Thread-safety: ParallelFor must be called from one thread at a time (the serving loop).
 #ifndef MOESERVE_ENGINE_BACKEND_CPU_THREAD_POOL_H_
 #define MOESERVE_ENGINE_BACKEND_CPU_THREAD_POOL_H_
@@ -49,6 +51,10 @@ class ThreadPool {
  private:
   void WorkerLoop(int index);
   void RunChunks(int index);
+  void PinCaller();
+
+  bool pinned_ = false;         // MOESERVE_PIN_THREADS=1
+  bool caller_pinned_ = false;  // the calling thread pinned to the first CPU
 
   int num_threads_;
   std::vector<std::thread> workers_;
