@@ -14,6 +14,8 @@ engine CLI
 and compares them (compare.py; fp32 bounds for an f32 engine — bf16/f16 weights upcast
 exactly — and bf16 bounds for a bf16 engine). Each --check-chunks value and --check-dense
 is compared engine-vs-engine against the plain run (tight bounds unless --e2e-mode bf16).
+Each --check-threads count runs the engine on that many threads: logits and routing must equal
+the plain run's bit for bit.
 --check-budget runs the engine with the default budget spelled out (must be bit-identical to
 the plain run) and with the given budget (the realised active counts must drop: every token at
 most its exact count, fewer in total, and the knob's own bound holds on every token).
