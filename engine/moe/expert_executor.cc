@@ -58,24 +58,48 @@ void Activate(const ExpertBank& bank, float mean, float* v, const float* u, floa
   for (int64_t j = 0; j < d; ++j) v[j] *= weight;
 }
 
+// Whether the up (and gate) rows are packed in panels, so that the layer's input is prepared
+// once for every expert.
+bool UpInPanels(const ExpertBank& bank) {
+  return bank.up.panels && (!bank.gated() || (bank.gate.panels && bank.gate.dtype == bank.up.dtype));
+}
+
 }  // namespace
 
 void ExpertExecutor::UpAndActivate(const ExpertBank& bank, const float* m, int e, int slot) {
   const int64_t H = bank.hidden, d = bank.width;
   const int32_t begin = groups_.offsets[e], n = groups_.offsets[e + 1] - begin;
   ThreadBuffers& buf = thread_buffers_[slot];
-  buf.x.resize(static_cast<size_t>(n) * H);
   buf.u.resize(static_cast<size_t>(n) * d);
-  for (int32_t i = 0; i < n; ++i) {
-    std::memcpy(&buf.x[i * H], m + groups_.slot_token[begin + i] * H, H * sizeof(float));
-  }
   float* h = &hidden_[static_cast<size_t>(begin) * d];
   // The activation input lands directly in the hidden buffer, the other factor in u.
-  if (bank.gated()) {
-    MatMulRows(bank.Gate(e), buf.x.data(), H, n, h, d, 0, d, false);
-    MatMulRows(bank.Up(e), buf.x.data(), H, n, buf.u.data(), d, 0, d, false);
+  if (UpInPanels(bank)) {
+    // Panel up rows take the layer's input prepared once (Run): an expert with one token
+    // reads that token's row in place, one with several a gathered copy of theirs.
+    const PanelInput* in = &up_input_;
+    int64_t first = groups_.slot_token[begin];
+    if (n > 1) {
+      buf.up_input.Gather(up_input_, &groups_.slot_token[begin], n);
+      in = &buf.up_input;
+      first = 0;
+    }
+    if (bank.gated()) {
+      PanelMatMulRows(bank.Gate(e), *in, first, n, h, d, 0, d, false);
+      PanelMatMulRows(bank.Up(e), *in, first, n, buf.u.data(), d, 0, d, false);
+    } else {
+      PanelMatMulRows(bank.Up(e), *in, first, n, h, d, 0, d, false);
+    }
   } else {
-    MatMulRows(bank.Up(e), buf.x.data(), H, n, h, d, 0, d, false);
+    buf.x.resize(static_cast<size_t>(n) * H);
+    for (int32_t i = 0; i < n; ++i) {
+      std::memcpy(&buf.x[i * H], m + groups_.slot_token[begin + i] * H, H * sizeof(float));
+    }
+    if (bank.gated()) {
+      MatMulRows(bank.Gate(e), buf.x.data(), H, n, h, d, 0, d, false);
+      MatMulRows(bank.Up(e), buf.x.data(), H, n, buf.u.data(), d, 0, d, false);
+    } else {
+      MatMulRows(bank.Up(e), buf.x.data(), H, n, h, d, 0, d, false);
+    }
   }
   const std::vector<float>& act_bias = bank.gated() ? bank.gate_bias : bank.up_bias;
   for (int32_t i = 0; i < n; ++i) {
@@ -124,6 +148,7 @@ void ExpertExecutor::Run(const ExpertBank& bank, const float* m, int64_t num_tok
   }
   hidden_.resize(entries * d);
   thread_buffers_.resize(pool_->num_threads());
+  if (UpInPanels(bank)) up_input_.Prepare(bank.up.dtype, m, H, num_tokens, H);
 
   // Up (and gate) projections with the activation: work split by expert (the pool hands out
   // chunks of experts as threads come free, which evens out their different token counts).

@@ -58,6 +58,7 @@ class ExpertExecutor {
   std::vector<float> hidden_;            // [entries, d] scaled activations
   std::vector<uint16_t> hidden_bf16_;    // the same rounded to bf16 (bf16 × bf16 kernels only)
   std::vector<const uint16_t*> segment_vec_bf16_;  // per routing entry, into hidden_bf16_
+  PanelInput up_input_;                            // the layer's input m prepared for panel up rows
   PanelInput down_input_;                          // hidden_ prepared for panel down slices
   PanelInput then_input_;                          // Run's `then` job's input, where it is in panels
   std::vector<const void*> grouped_base_;          // per active expert: its down slice
@@ -65,6 +66,7 @@ class ExpertExecutor {
   struct ThreadBuffers {
     std::vector<float> x, u, z;  // gathered inputs [n, H]; up and gate outputs [n, d]
     std::vector<float> down;     // one expert's down rows for its tokens (panel slices)
+    PanelInput up_input;         // an expert's tokens gathered from up_input_
   };
   std::vector<ThreadBuffers> thread_buffers_;
 };

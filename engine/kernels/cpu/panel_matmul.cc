@@ -32,6 +32,23 @@ void PanelInput::Prepare(DType dtype, const float* x, int64_t x_stride, int64_t 
   }
 }
 
+void PanelInput::Gather(const PanelInput& from, const int32_t* tokens, int64_t n) {
+  dtype_ = from.dtype_;
+  stride_ = from.stride_;
+  const size_t need = static_cast<size_t>(n * stride_);
+  if (dtype_ == DType::kBF16) {
+    if (bf16_.size() < need) bf16_.resize(need);
+    for (int64_t i = 0; i < n; ++i) std::memcpy(bf16_.data() + i * stride_, from.bf16(tokens[i]), stride_ * 2);
+    return;
+  }
+  if (u8_.size() < need) u8_.resize(need);
+  if (scales_.size() < static_cast<size_t>(n)) scales_.resize(n);
+  for (int64_t i = 0; i < n; ++i) {
+    std::memcpy(u8_.data() + i * stride_, from.u8(tokens[i]), stride_);
+    scales_[i] = *from.scales(tokens[i]);
+  }
+}
+
 // Panels kMaxPanels at a time, and for each block of panels every token, kMaxPanelTokens at a
 // time, so that the block (at most 4 · 16 rows) comes from memory once and from cache for the
 // other tokens. A range that starts inside a panel computes the whole panel and keeps its rows.

@@ -18,6 +18,8 @@ class PanelInput {
  public:
   // Prepares x[t * x_stride .. + cols] for t < num_tokens, for panel weights of `dtype`.
   void Prepare(DType dtype, const float* x, int64_t x_stride, int64_t num_tokens, int64_t cols);
+  // Row i becomes `from`'s prepared row tokens[i], for i < n (the same bits as preparing it).
+  void Gather(const PanelInput& from, const int32_t* tokens, int64_t n);
 
   DType dtype() const { return dtype_; }
   int64_t stride() const { return stride_; }  // elements from one token to the next
