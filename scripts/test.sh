@@ -21,12 +21,12 @@ if [ "${MOESERVE_SKIP_SANITIZERS:-0}" != 1 ]; then
     UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
   ctest --test-dir build-asan --output-on-failure -j"$(nproc)" -L unit
   ctest --test-dir build-asan --output-on-failure -j"$(nproc)" -R '^server[.]'
-  # TSan: the serving loop, reactors, thread pool and scheduler under real concurrency.
+  # TSan: the serving loop, reactors, thread pool (and its own tests) and scheduler under real concurrency.
   BUILD_DIR=build-tsan BUILD_TYPE=RelWithDebInfo \
-    BUILD_TARGETS="serving_integration_tests lapsum_unit_tests checkpoint_unit_tests" \
+    BUILD_TARGETS="serving_integration_tests lapsum_unit_tests checkpoint_unit_tests thread_pool_unit_tests" \
     bash scripts/build.sh -DMOESERVE_TSAN=ON
   export TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$supp/tsan.supp"
-  ctest --test-dir build-tsan --output-on-failure -j"$(nproc)" -R '^server[.]|^(LapSum|ExpertBudget|Safetensors|ShardIndex|ModelConfig)'
+  ctest --test-dir build-tsan --output-on-failure -j"$(nproc)" -R '^server[.]|^(LapSum|ExpertBudget|Safetensors|ShardIndex|ModelConfig|ThreadPool)'
 fi
 if [ "${MOESERVE_SKIP_FUZZ:-0}" != 1 ]; then
   FUZZ_SECONDS=${FUZZ_SECONDS:-20} bash scripts/fuzz.sh

@@ -28,9 +28,11 @@ inline void CpuRelax() {
 // Spin iterations before a worker blocks on the condition variable (~tens of microseconds).
 constexpr int kSpinIterations = 20000;
 
-// Chunks per thread in a parallel loop: enough to even out a preempted thread, few enough that
-// a chunk of a small matrix still spans whole row tiles.
-constexpr int kChunksPerThread = 4;
+// Guided chunks: each takes 1 / (kGuidedDivisor · threads) of what is left, so they start large
+// (few atomic hand-outs) and shrink towards one unit at the end, where the threads' finishing
+// times differ by at most the last small chunk; a thread the OS preempts still holds up the
+// join by one chunk, never by half the work.
+constexpr int kGuidedDivisor = 2;
 
 int64_t NowNs() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
@@ -95,11 +97,15 @@ ThreadPool::~ThreadPool() {
 }
 
 void ThreadPool::RunChunks(int index) {
-  const int64_t n = task_size_, chunks = task_chunks_;
-  for (int64_t c = next_chunk_.fetch_add(1, std::memory_order_relaxed); c < chunks;
-       c = next_chunk_.fetch_add(1, std::memory_order_relaxed)) {
-    const int64_t begin = n * c / chunks, end = n * (c + 1) / chunks;
-    if (begin < end) (*task_)(index, begin, end);
+  const int64_t n = task_size_, divisor = int64_t{kGuidedDivisor} * num_threads_;
+  int64_t begin = next_.load(std::memory_order_relaxed), end = 0;
+  while (true) {
+    do {
+      if (begin >= n) return;
+      end = begin + std::max<int64_t>(1, (n - begin) / divisor);
+    } while (!next_.compare_exchange_weak(begin, end, std::memory_order_relaxed));
+    (*task_)(index, begin, end);
+    begin = next_.load(std::memory_order_relaxed);
   }
 }
 
@@ -116,8 +122,7 @@ void ThreadPool::ParallelForIndexed(int64_t n, const std::function<void(int, int
   }
   task_ = &fn;
   task_size_ = n;
-  task_chunks_ = std::min<int64_t>(n, int64_t{kChunksPerThread} * num_threads_);
-  next_chunk_.store(0, std::memory_order_relaxed);
+  next_.store(0, std::memory_order_relaxed);
   pending_.store(num_threads_ - 1, std::memory_order_relaxed);
   {
     std::lock_guard<std::mutex> lock(mu_);

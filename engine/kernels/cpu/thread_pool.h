@@ -39,9 +39,9 @@ class ThreadPool {
   Stats stats() const;
 
   // Calls fn(begin, end) on disjoint contiguous ranges covering [0, n) and returns when all are
-  // done. The range is cut into a few chunks per thread, handed out as threads come free, so a
-  // thread the OS preempts (a gRPC thread, the benchmark client on the same cores) delays the
-  // join by one chunk rather than by half the work.
+  // done. Threads take chunks as they come free, each a fraction of what is left (guided), so
+  // the threads finish close together and a thread the OS preempts (a gRPC thread, the
+  // benchmark client on the same cores) delays the join by one chunk, not by half the work.
   void ParallelFor(int64_t n, const std::function<void(int64_t, int64_t)>& fn);
 
   // As ParallelFor, and also passes the index (< num_threads) of the thread running the range,
@@ -65,8 +65,7 @@ class ThreadPool {
   std::atomic<bool> stop_{false};
   const std::function<void(int, int64_t, int64_t)>* task_ = nullptr;
   int64_t task_size_ = 0;
-  int64_t task_chunks_ = 0;
-  std::atomic<int64_t> next_chunk_{0};
+  std::atomic<int64_t> next_{0};  // the first unit not yet handed out
   std::atomic<int64_t> regions_{0}, join_wait_ns_{0}, worker_spin_ns_{0};
 };
 

@@ -1,0 +1,54 @@
+// The fork/join pool: every index of a parallel loop runs exactly once, on a valid thread
+// index, for loop sizes around the chunking's edges; regions are counted; pinning is harmless.
+#include "engine/kernels/cpu/thread_pool.h"
+
+#include <atomic>
+#include <cstdlib>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace moeserve {
+namespace {
+
+void ExpectEachIndexOnce(ThreadPool& pool, int64_t n) {
+  std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
+  std::atomic<bool> bad_range{false}, bad_thread{false};
+  pool.ParallelForIndexed(n, [&](int thread, int64_t begin, int64_t end) {
+    if (begin >= end || begin < 0 || end > n) bad_range = true;
+    if (thread < 0 || thread >= pool.num_threads()) bad_thread = true;
+    for (int64_t i = begin; i < end && i < n; ++i) hits[i].fetch_add(1);
+  });
+  EXPECT_FALSE(bad_range) << "n=" << n;
+  EXPECT_FALSE(bad_thread) << "n=" << n;
+  for (int64_t i = 0; i < n; ++i) ASSERT_EQ(hits[i].load(), 1) << "n=" << n << " i=" << i;
+}
+
+TEST(ThreadPool, EveryIndexRunsExactlyOnce) {
+  for (int threads : {1, 2, 3, 5}) {
+    ThreadPool pool(threads);
+    for (int64_t n : {0, 1, 2, 3, 4, 7, 8, 9, 16, 48, 100, 4591}) ExpectEachIndexOnce(pool, n);
+  }
+}
+
+TEST(ThreadPool, CountsRegionsThatForkAndSplitsWork) {
+  ThreadPool pool(2);
+  const ThreadPool::Stats before = pool.stats();
+  std::atomic<int> calls{0};
+  for (int r = 0; r < 10; ++r) pool.ParallelFor(1000, [&](int64_t, int64_t) { calls.fetch_add(1); });
+  pool.ParallelFor(1, [&](int64_t, int64_t) {});  // one unit: run inline, no region
+  EXPECT_EQ(pool.stats().regions - before.regions, 10);
+  // Guided chunks: more than one per thread (the tail is cut finer), far fewer than the units.
+  EXPECT_GT(calls.load(), 10 * 2);
+  EXPECT_LT(calls.load(), 10 * 100);
+}
+
+TEST(ThreadPool, PinnedThreadsStillCoverTheLoop) {
+  setenv("MOESERVE_PIN_THREADS", "1", 1);
+  ThreadPool pool(3);  // more threads than a small CI machine has CPUs: pins wrap around
+  unsetenv("MOESERVE_PIN_THREADS");
+  for (int64_t n : {1, 5, 64, 1000}) ExpectEachIndexOnce(pool, n);
+}
+
+}  // namespace
+}  // namespace moeserve
