@@ -68,32 +68,24 @@ void RopeTable::Apply(float* x, int heads, int32_t position) const {
 
 void PagedAttention::Store(KvCache& cache, int layer, const std::vector<TokenPlacement>& tokens,
                            const float* k, const float* v) const {
-  StoreHeads(cache, layer, tokens, k, v, 0, shape_.num_kv_heads);
-}
-
-void PagedAttention::StoreHeads(KvCache& cache, int layer, const std::vector<TokenPlacement>& tokens,
-                                const float* k, const float* v, int kv0, int kv1) const {
   const int bs = cache.shape().block_size;
   const int64_t row = static_cast<int64_t>(shape_.num_kv_heads) * shape_.head_dim;
-  const int64_t c0 = static_cast<int64_t>(kv0) * shape_.head_dim, n = static_cast<int64_t>(kv1 - kv0) * shape_.head_dim;
   const bool bf16 = cache.shape().dtype == DType::kBF16;
   for (size_t t = 0; t < tokens.size(); ++t) {
     const int32_t pos = tokens[t].position;
     const int32_t block = tokens[t].block_table[pos / bs];
-    const float* kt = k + t * row + c0;
-    const float* vt = v + t * row + c0;
     if (bf16) {
-      RoundToBf16(kt, n, cache.KeyBf16(layer, block, pos % bs) + c0);
-      RoundToBf16(vt, n, cache.ValueBf16(layer, block, pos % bs) + c0);
+      RoundToBf16(k + t * row, row, cache.KeyBf16(layer, block, pos % bs));
+      RoundToBf16(v + t * row, row, cache.ValueBf16(layer, block, pos % bs));
     } else {
-      std::memcpy(cache.Key(layer, block, pos % bs) + c0, kt, n * sizeof(float));
-      std::memcpy(cache.Value(layer, block, pos % bs) + c0, vt, n * sizeof(float));
+      std::memcpy(cache.Key(layer, block, pos % bs), k + t * row, row * sizeof(float));
+      std::memcpy(cache.Value(layer, block, pos % bs), v + t * row, row * sizeof(float));
     }
   }
 }
 
 void PagedAttention::Attend(const KvCache& cache, int layer, const std::vector<TokenPlacement>& tokens,
-                            const float* q, float* out, const ProjectHeadsFn* project) {
+                            const float* q, float* out) {
   const int nh = shape_.num_heads, nkv = shape_.num_kv_heads, hd = shape_.head_dim;
   const int group = nh / nkv;  // query head j uses KV group j / (n_h / n_g)
   const int bs = cache.shape().block_size;
@@ -125,21 +117,18 @@ void PagedAttention::Attend(const KvCache& cache, int layer, const std::vector<T
   // address order; all heads per item once the batch gives every thread a few items, fewer
   // heads per item at small batches so both threads have work. The arithmetic per query and
   // head is the same either way (positions ascending), so neither split changes any bit.
-  // With `project`, an item is one KV head with every query block instead: it projects its
-  // heads' q, k, v first, so no other item can read them before they exist.
   const int64_t wanted_items = int64_t{4} * pool_->num_threads();
   const int kv_per_item =
-      project != nullptr
-          ? 1
-          : static_cast<int>(std::clamp<int64_t>((num_blocks * nkv + wanted_items - 1) / wanted_items, 1, nkv));
+      static_cast<int>(std::clamp<int64_t>((num_blocks * nkv + wanted_items - 1) / wanted_items, 1, nkv));
   const int items_per_block = (nkv + kv_per_item - 1) / kv_per_item;
-  // Query block qb's KV heads [k0, k0 + kv_count) on `thread`.
-  const auto attend = [&](int thread, int64_t qb, int k0, int kv_count) {
+  pool_->ParallelForIndexed(num_blocks * items_per_block, [&](int thread, int64_t begin, int64_t end) {
     std::vector<float>& scratch = scores_[thread];
-    {
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t qb = item / items_per_block;
+      const int k0 = static_cast<int>(item % items_per_block) * kv_per_item;
       const int64_t t0 = block_start_[qb];
       const int nt = static_cast<int>(block_start_[qb + 1] - t0);  // queries: tokens [t0, t0 + nt)
-      const int h0 = k0 * group, nq = (std::min(nkv, k0 + kv_count) - k0) * group;  // heads [h0, h0 + nq)
+      const int h0 = k0 * group, nq = (std::min(nkv, k0 + kv_per_item) - k0) * group;  // heads [h0, h0 + nq)
       const int32_t first = tokens[t0].position, last = tokens[t0 + nt - 1].position;
       const int64_t len = last + 1;  // the block's last query sees the most positions
       const int32_t* table = tokens[t0].block_table;
@@ -239,20 +228,6 @@ void PagedAttention::Attend(const KvCache& cache, int layer, const std::vector<T
           }
         }
       }
-    }
-  };
-  if (project != nullptr) {
-    pool_->ParallelForIndexed(nkv, [&](int thread, int64_t begin, int64_t end) {
-      for (int64_t kv = begin; kv < end; ++kv) {
-        (*project)(static_cast<int>(kv), static_cast<int>(kv) + 1);
-        for (int64_t qb = 0; qb < num_blocks; ++qb) attend(thread, qb, static_cast<int>(kv), 1);
-      }
-    });
-    return;
-  }
-  pool_->ParallelForIndexed(num_blocks * items_per_block, [&](int thread, int64_t begin, int64_t end) {
-    for (int64_t item = begin; item < end; ++item) {
-      attend(thread, item / items_per_block, static_cast<int>(item % items_per_block) * kv_per_item, kv_per_item);
     }
   });
 }

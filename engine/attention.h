@@ -3,7 +3,6 @@
 #define MOESERVE_ENGINE_ATTENTION_H_
 
 #include <cstdint>
-#include <functional>
 #include <vector>
 
 #include "engine/kernels/cpu/thread_pool.h"
@@ -44,20 +43,10 @@ class PagedAttention {
   void Store(KvCache& cache, int layer, const std::vector<TokenPlacement>& tokens, const float* k,
              const float* v) const;
 
-  // Store for KV heads [kv0, kv1) only.
-  void StoreHeads(KvCache& cache, int layer, const std::vector<TokenPlacement>& tokens, const float* k,
-                  const float* v, int kv0, int kv1) const;
-
-  // Computes, for KV heads [kv0, kv1), every token's q of their query heads and stores their
-  // k, v (StoreHeads), from inside Attend's parallel region.
-  using ProjectHeadsFn = std::function<void(int kv0, int kv1)>;
-
   // out[t] = softmax(q[t]·Kᵀ/√h_d) V over positions [0, position_t] of token t's sequence.
-  // q and out are [T, n_h·h_d]. Store must have run for every token of the step first, or
-  // `project` is given: then each KV head's projection runs in the same region as its
-  // attention (one fork/join for both), split by KV head; the results are the same bits.
+  // q and out are [T, n_h·h_d]. Store must have run for every token of the step first.
   void Attend(const KvCache& cache, int layer, const std::vector<TokenPlacement>& tokens, const float* q,
-              float* out, const ProjectHeadsFn* project = nullptr);
+              float* out);
 
  private:
   ThreadPool* pool_;

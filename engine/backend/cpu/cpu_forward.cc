@@ -50,15 +50,6 @@ void AddRowBias(float* rows, int64_t T, int64_t stride, const std::vector<float>
   }
 }
 
-// rows[t, c0:c1] += bias[c0:c1] for t < T; nothing when bias is empty.
-void AddColumnBias(float* rows, int64_t T, int64_t stride, const std::vector<float>& bias, int64_t c0, int64_t c1) {
-  if (bias.empty()) return;
-  for (int64_t t = 0; t < T; ++t) {
-    float* r = rows + t * stride;
-    for (int64_t i = c0; i < c1; ++i) r[i] += bias[i];
-  }
-}
-
 template <typename T>
 void Grow(std::vector<T>& v, size_t n) {
   if (v.size() < n) v.resize(n);
@@ -101,7 +92,6 @@ class CpuForward final : public ForwardBackend {
   std::vector<ExpertBudget> token_budget_;  // [T], from each token's chunk
   std::vector<float> x_, normed_, q_, k_, v_, attn_, ffn_gate_, ffn_up_, router_logits_;
   std::vector<MatMulJob> ffn_jobs_;  // reused: the jobs of one parallel matmul region
-  PreparedMatMul qkv_;               // the layer's q, k, v jobs, run per KV head
   ForwardOutput* out_ = nullptr;  // the step's output, while Forward runs
   BatchRouter router_;
 };
@@ -189,38 +179,18 @@ void CpuForward::RunLayer(int layer_index, int64_t T) {
   const MatMulJob qkv[] = {{&L.q, normed_.data(), H, q_.data(), q_dim},
                            {&L.k, normed_.data(), H, k_.data(), kv_dim},
                            {&L.v, normed_.data(), H, v_.data(), kv_dim}};
-  const int num_kv = static_cast<int>(c.num_kv_groups.value), group = static_cast<int>(c.num_heads.value) / num_kv;
-  const int64_t hd = kv_dim / num_kv;
-  // Biases and RoPE for KV heads [kv0, kv1) and their query heads; their k and v stored.
-  const auto finish_heads = [&](int kv0, int kv1) {
-    const int64_t q0 = kv0 * group * hd, q1 = kv1 * group * hd, c0 = kv0 * hd, c1 = kv1 * hd;
-    AddColumnBias(q_.data(), T, q_dim, L.q_bias, q0, q1);
-    AddColumnBias(k_.data(), T, kv_dim, L.k_bias, c0, c1);
-    AddColumnBias(v_.data(), T, kv_dim, L.v_bias, c0, c1);
-    if (rope_ != nullptr) {
-      for (int64_t t = 0; t < T; ++t) {
-        rope_->Apply(&q_[t * q_dim + q0], (kv1 - kv0) * group, placement_[t].position);
-        rope_->Apply(&k_[t * kv_dim + c0], kv1 - kv0, placement_[t].position);
-      }
+  ParallelMatMul(*pool_, qkv, T);
+  AddRowBias(q_.data(), T, q_dim, L.q_bias);
+  AddRowBias(k_.data(), T, kv_dim, L.k_bias);
+  AddRowBias(v_.data(), T, kv_dim, L.v_bias);
+  if (rope_ != nullptr) {
+    for (int64_t t = 0; t < T; ++t) {
+      rope_->Apply(&q_[t * q_dim], static_cast<int>(c.num_heads.value), placement_[t].position);
+      rope_->Apply(&k_[t * kv_dim], static_cast<int>(c.num_kv_groups.value), placement_[t].position);
     }
-    attention_->StoreHeads(cache_, layer_index, placement_, k_.data(), v_.data(), kv0, kv1);
-  };
-  if (num_kv >= 2 * pool_->num_threads()) {
-    // One region for the projections and attention, split by KV head: each head's q, k, v
-    // rows, then its attention (same bits as the split below).
-    qkv_.Prepare(qkv, T);
-    const PagedAttention::ProjectHeadsFn project = [&](int kv0, int kv1) {
-      qkv_.RunRows(0, kv0 * group * hd, kv1 * group * hd);
-      qkv_.RunRows(1, kv0 * hd, kv1 * hd);
-      qkv_.RunRows(2, kv0 * hd, kv1 * hd);
-      finish_heads(kv0, kv1);
-    };
-    attention_->Attend(cache_, layer_index, placement_, q_.data(), attn_.data(), &project);
-  } else {  // too few KV heads to keep every thread busy: projections split by rows first
-    ParallelMatMul(*pool_, qkv, T);
-    finish_heads(0, num_kv);
-    attention_->Attend(cache_, layer_index, placement_, q_.data(), attn_.data());
   }
+  attention_->Store(cache_, layer_index, placement_, k_.data(), v_.data());
+  attention_->Attend(cache_, layer_index, placement_, q_.data(), attn_.data());
   const MatMulJob o{&L.o, attn_.data(), q_dim, x_.data(), H, /*accumulate=*/true};
   ParallelMatMul(*pool_, std::span<const MatMulJob>(&o, 1), T);
   AddRowBias(x_.data(), T, H, L.o_bias);
