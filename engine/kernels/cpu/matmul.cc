@@ -282,6 +282,24 @@ void SegmentedRowDots(DType dtype, const void* const* bases, const float* const*
   }
 }
 
+namespace {
+
+// Matmul jobs over the same tokens with their panel inputs prepared once (jobs with the same
+// input share one); RunRows then runs row ranges of them on any thread.
+class PreparedMatMul {
+ public:
+  static constexpr size_t kMaxJobs = 8;
+  void Prepare(std::span<const MatMulJob> jobs, int64_t num_tokens);
+  // Rows [r0, r1) of job i, for every token.
+  void RunRows(size_t i, int64_t r0, int64_t r1) const;
+
+ private:
+  std::span<const MatMulJob> jobs_;
+  int64_t num_tokens_ = 0;
+  PanelInput inputs_[kMaxJobs];
+  const PanelInput* prepared_[kMaxJobs] = {};
+};
+
 void PreparedMatMul::Prepare(std::span<const MatMulJob> jobs, int64_t num_tokens) {
   jobs_ = jobs;
   num_tokens_ = num_tokens;
@@ -310,6 +328,8 @@ void PreparedMatMul::RunRows(size_t i, int64_t r0, int64_t r1) const {
     MatMulRows(*j.w, j.x, j.x_stride, num_tokens_, j.y, j.y_stride, r0, r1, j.accumulate);
   }
 }
+
+}  // namespace
 
 void ParallelMatMul(ThreadPool& pool, std::span<const MatMulJob> jobs, int64_t num_tokens) {
   // Panel jobs' activations are prepared once here, shared by jobs with the same input, rather

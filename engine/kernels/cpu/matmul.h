@@ -11,7 +11,6 @@
 #include <vector>
 
 #include "engine/kernels/cpu/kernels.h"
-#include "engine/kernels/cpu/panel_matmul.h"
 #include "engine/kernels/cpu/thread_pool.h"
 #include "engine/kernels/cpu/weight_matrix.h"
 
@@ -64,23 +63,6 @@ struct MatMulJob {
 // Runs several matmuls over the same tokens as one parallel region, split by weight rows, so
 // that small projections (q, k, v; gate, up) share a single fork/join.
 void ParallelMatMul(ThreadPool& pool, std::span<const MatMulJob> jobs, int64_t num_tokens);
-
-// Matmul jobs over the same tokens with their panel inputs prepared once (jobs with the same
-// input share one), for callers that run row ranges of them from inside a parallel region of
-// their own. ParallelMatMul is Prepare, then RunRows over whole panels on every thread.
-class PreparedMatMul {
- public:
-  static constexpr size_t kMaxJobs = 8;
-  void Prepare(std::span<const MatMulJob> jobs, int64_t num_tokens);
-  // Rows [r0, r1) of job i, for every token; any thread, any disjoint ranges.
-  void RunRows(size_t i, int64_t r0, int64_t r1) const;
-
- private:
-  std::span<const MatMulJob> jobs_;
-  int64_t num_tokens_ = 0;
-  PanelInput inputs_[kMaxJobs];
-  const PanelInput* prepared_[kMaxJobs] = {};
-};
 
 // Every compiled kernel set this CPU can run, from portable to the best (the automatic choice
 // is the last one).
