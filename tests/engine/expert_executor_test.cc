@@ -123,5 +123,39 @@ TEST(ExpertExecutorTest, TokenAloneAndInABatchGiveTheSameBits) {
   }
 }
 
+// A `then` job (the shared expert's down projection) run inside the down region gives the bits
+// of running it after Run, also when no token chose any expert.
+TEST(ExpertExecutorTest, ThenJobInTheDownRegionEqualsRunningItAfter) {
+  std::mt19937 rng(9);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  ThreadPool pool(2);
+  constexpr int kTokens = 5, kSharedWidth = 24;
+  for (DType dtype : {DType::kF32, DType::kBF16}) {
+    const Bank b = MakeBank(dtype, 64, /*with_down_bias=*/true, rng);
+    std::vector<float> shared_w(kHidden * kSharedWidth), shared_x(kTokens * kSharedWidth), m(kTokens * kHidden),
+        residual(kTokens * kHidden);
+    for (std::vector<float>* v : {&shared_w, &shared_x, &m, &residual}) {
+      for (float& e : *v) e = normal(rng);
+    }
+    const WeightMatrix shared{DType::kF32, kHidden, kSharedWidth, kSharedWidth, shared_w.data(), nullptr};
+    std::vector<int> all(kTokens);
+    for (int t = 0; t < kTokens; ++t) all[t] = t;
+    Routing none;
+    for (int t = 0; t < kTokens; ++t) none.EndToken(0);
+    for (const Routing& routing : {RouteTokens(all), none}) {
+      std::vector<float> fused = residual, after = residual;
+      const MatMulJob fused_job{&shared, shared_x.data(), kSharedWidth, fused.data(), kHidden, true};
+      const MatMulJob after_job{&shared, shared_x.data(), kSharedWidth, after.data(), kHidden, true};
+      ExpertExecutor fused_executor(&pool), after_executor(&pool);
+      fused_executor.Run(b.bank, m.data(), kTokens, routing, fused.data(), &fused_job);
+      after_executor.Run(b.bank, m.data(), kTokens, routing, after.data());
+      ParallelMatMul(pool, std::span<const MatMulJob>(&after_job, 1), kTokens);
+      EXPECT_EQ(std::memcmp(fused.data(), after.data(), fused.size() * sizeof(float)), 0)
+          << DTypeName(dtype) << (routing.experts.empty() ? " no experts chosen" : "");
+      EXPECT_NE(std::memcmp(fused.data(), residual.data(), fused.size() * sizeof(float)), 0);
+    }
+  }
+}
+
 }  // namespace
 }  // namespace moeserve
