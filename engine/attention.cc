@@ -133,9 +133,8 @@ void PagedAttention::Attend(const KvCache& cache, int layer, const std::vector<T
       const int64_t len = last + 1;  // the block's last query sees the most positions
       const int32_t* table = tokens[t0].block_table;
       // scores[(b * nq + j) * len + p]: query b, head j, position p (p <= first + b is used).
-      scratch.resize(static_cast<size_t>(nt) * nq * len + nt * nq);
+      scratch.resize(static_cast<size_t>(nt) * nq * len);
       float* scores = scratch.data();
-      float* inv = scores + static_cast<int64_t>(nt) * nq * len;  // [nt * nq]: 1 / Σ exp
       const auto row_of = [&](int b, int j) { return scores + (static_cast<int64_t>(b) * nq + j) * len; };
       const auto query_of = [&](int b) { return q + ((t0 + b) * nh + h0) * hd; };
       // q·k with the matmul kernels: a block's slots are rows kv_row elements apart, so one call
@@ -177,16 +176,7 @@ void PagedAttention::Attend(const KvCache& cache, int layer, const std::vector<T
       for (int b = 0; b < nt; ++b) {
         const int64_t n = first + b + 1;  // query b's positions
         for (int j = 0; j < nq; ++j) {
-          float* s = row_of(b, j);
-          float max_score = -INFINITY;
-          for (int64_t p = 0; p < n; ++p) {
-            s[p] *= scale;
-            max_score = std::max(max_score, s[p]);
-          }
-          double sum = 0;
-          for (int64_t p = 0; p < n; ++p) sum += s[p] = std::exp(s[p] - max_score);
-          inv[b * nq + j] = static_cast<float>(1.0 / sum);
-          for (int64_t p = 0; p < n; ++p) s[p] *= inv[b * nq + j];
+          kernels.softmax(row_of(b, j), n, scale);
         }
         float* o = out + ((t0 + b) * nh + h0) * hd;  // the item's heads are contiguous
         std::fill(o, o + static_cast<int64_t>(nq) * hd, 0.0f);

@@ -262,6 +262,45 @@ TEST(MatMulKernels, WeightedRowsMultiEqualsOneQueryAtATime) {
   }
 }
 
+// Attention's softmax against float64 on the same scaled scores: relative error within a few
+// fp32 ulp (the polynomial exp's 2 ulp plus the argument's and normalising roundings), exactly
+// exp(0) = 1 before normalising at the maximum, underflow to 0, and every row length's tail.
+TEST(MatMulKernels, SoftmaxMatchesFloat64) {
+  std::mt19937 rng(31);
+  std::normal_distribution<float> normal(0.0f, 6.0f);
+  for (const cpu::KernelSet* set : RunnableKernelSets()) {
+    for (int64_t n : {1, 2, 15, 16, 17, 33, 100, 512, 1031}) {
+      std::vector<float> s(n);
+      for (float& v : s) v = normal(rng);
+      // One score 106 (scaled) below the largest: its e^x would be subnormal, so it is 0.
+      if (n > 3) s[n / 2] = -600.0f, s[1] = 600.0f;
+      const float scale = 0.0883883476f;                // 1/sqrt(128)
+      std::vector<double> ref(n);
+      double top = -INFINITY, sum = 0;
+      for (int64_t i = 0; i < n; ++i) top = std::max(top, double{s[i] * scale});
+      for (int64_t i = 0; i < n; ++i) sum += ref[i] = std::exp(double{s[i] * scale} - top);
+      std::vector<float> got = s;
+      set->softmax(got.data(), n, scale);
+      double total = 0;
+      for (int64_t i = 0; i < n; ++i) {
+        // Plus the fp32 rounding of the argument s·scale − max, which moves e^x by |x|·2^-24.
+        const double want = ref[i] / sum, x = double{s[i] * scale} - top;
+        ASSERT_NEAR(got[i], want, (6e-7 + 6e-8 * std::fabs(x)) * want + 1e-30)
+            << set->name << " n=" << n << " i=" << i;
+        total += got[i];
+      }
+      EXPECT_NEAR(total, 1.0, 1e-6) << set->name << " n=" << n;
+      if (n > 3) {
+        EXPECT_EQ(got[n / 2], 0.0f) << set->name << " n=" << n;
+      }
+    }
+    // The maximum's exp is exactly 1: a row of equal scores gives exactly 1/n each.
+    std::vector<float> flat(20, 3.25f);
+    set->softmax(flat.data(), 20, 1.0f);
+    for (float v : flat) EXPECT_EQ(v, 1.0f / 20) << set->name;
+  }
+}
+
 TEST(MatMulKernels, TokenResultDoesNotDependOnTheBatch) {
   std::mt19937 rng(11);
   std::normal_distribution<float> normal(0.0f, 1.0f);

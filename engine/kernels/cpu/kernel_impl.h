@@ -243,6 +243,84 @@ void WeightedRowsMulti(const void* v, int64_t ld, const float* const* weights, i
   }
 }
 
+// Softmax on GCC vector types of 16 floats: each kernel file compiles them to its own
+// instruction set (one zmm, two ymm, four xmm or NEON registers), so one definition serves all.
+typedef float F32x16 __attribute__((vector_size(64)));
+typedef int32_t I32x16 __attribute__((vector_size(64)));
+typedef double F64x8 __attribute__((vector_size(64)));
+constexpr int kSoftmaxLanes = 16;
+
+inline F32x16 LoadF32x16(const float* p) {
+  F32x16 v;
+  __builtin_memcpy(&v, p, sizeof(v));
+  return v;
+}
+inline void StoreF32x16(float* p, F32x16 v) { __builtin_memcpy(p, &v, sizeof(v)); }
+// The last `count` (< 16) elements, the rest `fill`.
+inline F32x16 LoadF32x16Tail(const float* p, int64_t count, float fill) {
+  float tmp[kSoftmaxLanes];
+  for (int i = 0; i < kSoftmaxLanes; ++i) tmp[i] = i < count ? p[i] : fill;
+  return LoadF32x16(tmp);
+}
+
+// e^x for x <= 0 (what softmax gives it), 0 below -87.3 (e^x would be subnormal) and for -inf:
+// x = n·ln2 + r with |r| <= ln2/2 (ln2 in two parts, so r is exact), e^r by the degree-6
+// Cephes polynomial, 2^n through the exponent bits. Within 2 ulp; exactly 1 at x = 0.
+inline F32x16 ExpNonPositive(F32x16 x) {
+  const I32x16 underflow = x < -87.3f;  // lanes that give 0
+  x = underflow ? F32x16{} - 87.3f : x;
+  // Round to nearest by the 1.5·2^23 shift (no library call, exact for |n| < 2^22).
+  const F32x16 n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  const F32x16 r = (x - n * 0.693359375f) - n * -2.12194440e-4f;
+  F32x16 p = r * 1.9875691500e-4f + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * (r * r) + r + 1.0f;
+  const I32x16 bits = (__builtin_convertvector(n, I32x16) + 127) << 23;
+  F32x16 pow2;
+  __builtin_memcpy(&pow2, &bits, sizeof(pow2));
+  return underflow ? F32x16{} : p * pow2;
+}
+
+inline void SoftmaxRow(float* s, int64_t n, float scale) {
+  constexpr int L = kSoftmaxLanes;
+  const int64_t nv = n - n % L;
+  // Scale, and the largest scaled score (max is exact, so the lane order does not matter).
+  F32x16 top = F32x16{} - __builtin_inff();
+  for (int64_t i = 0; i < nv; i += L) {
+    const F32x16 v = LoadF32x16(s + i) * scale;
+    StoreF32x16(s + i, v);
+    top = v > top ? v : top;
+  }
+  float m = -__builtin_inff();
+  for (int64_t i = nv; i < n; ++i) m = (s[i] *= scale) > m ? s[i] : m;
+  for (int i = 0; i < L; ++i) m = top[i] > m ? top[i] : m;
+  // exp, summed in fp64 lanes; the tail as one vector padded with -inf (whose exp adds 0).
+  F64x8 lo{}, hi{};
+  const auto add = [&](F32x16 e) {
+    lo += __builtin_convertvector(__builtin_shufflevector(e, e, 0, 1, 2, 3, 4, 5, 6, 7), F64x8);
+    hi += __builtin_convertvector(__builtin_shufflevector(e, e, 8, 9, 10, 11, 12, 13, 14, 15), F64x8);
+  };
+  for (int64_t i = 0; i < nv; i += L) {
+    const F32x16 e = ExpNonPositive(LoadF32x16(s + i) - m);
+    StoreF32x16(s + i, e);
+    add(e);
+  }
+  if (nv < n) {
+    const F32x16 e = ExpNonPositive(LoadF32x16Tail(s + nv, n - nv, -__builtin_inff()) - m);
+    for (int64_t i = nv; i < n; ++i) s[i] = e[i - nv];
+    add(e);
+  }
+  const F64x8 both = lo + hi;
+  double sum = 0;
+  for (int i = 0; i < 8; ++i) sum += both[i];
+  const float inv = static_cast<float>(1.0 / sum);
+  for (int64_t i = 0; i < nv; i += L) StoreF32x16(s + i, LoadF32x16(s + i) * inv);
+  for (int64_t i = nv; i < n; ++i) s[i] *= inv;
+}
+
 template <class Isa, template <int> class NR>
 constexpr KernelSet MakeKernelSet(const char* name) {
   return KernelSet{
@@ -255,6 +333,7 @@ constexpr KernelSet MakeKernelSet(const char* name) {
       {&WeightedRows<Isa, float>, &WeightedRows<Isa, Bf16>, &WeightedRows<Isa, F16>, &WeightedRows<Isa, int8_t>},
       {&WeightedRowsMulti<Isa, float>, &WeightedRowsMulti<Isa, Bf16>, &WeightedRowsMulti<Isa, F16>,
        &WeightedRowsMulti<Isa, int8_t>},
+      &SoftmaxRow,
       {},
       {},
   };

@@ -51,6 +51,11 @@ constexpr int kMaxWeightedQueries = 4;
 using WeightedRowsMultiFn = void (*)(const void* v, int64_t ld, const float* const* weights, int nq, int slots,
                                      int64_t n, float* const* outs);
 
+// Attention's softmax over one query's scores, in place: s[p] = exp(scale · s[p] − m) / Σ with
+// m the largest scaled score, p < n (n >= 1). exp is a polynomial (within 2 ulp of the true
+// value, exactly 1 at the maximum), Σ in fp64. A row's result depends only on its own n values.
+using SoftmaxFn = void (*)(float* s, int64_t n, float scale);
+
 // Block and one-row kernels as above, for bf16 weights and bf16 activations (raw bits).
 using Bf16DotBlockFn = void (*)(const void* w, int64_t ld, int64_t n, const uint16_t* const* xs, int nt, float* out);
 using Bf16DotRowFn = void (*)(const void* w, int64_t n, const uint16_t* const* xs, int nt, float* out);
@@ -124,6 +129,7 @@ struct KernelSet {
   SegmentedDotFn segmented[kNumWeightKinds];
   WeightedRowsFn weighted_rows[kNumWeightKinds];
   WeightedRowsMultiFn weighted_rows_multi[kNumWeightKinds];
+  SoftmaxFn softmax;
   Bf16ActivationKernels bf16x;  // used for bf16 weights where present
   PanelKernels panels;          // used for weights packed in panels where present
 };
