@@ -27,7 +27,7 @@ ABSL_FLAG(int, runs, 7, "timed runs per configuration (the median is reported)")
 ABSL_FLAG(int, threads, 2, "threads");
 ABSL_FLAG(double, activation, 0.2, "probability that a token picks an expert");
 ABSL_FLAG(int, layers, 15, "layers of distinct weights cycled through");
-ABSL_FLAG(int, batch, 0, "one batch size only (0: 1, 4, 16 and 64)");
+ABSL_FLAG(int, batch, 0, "one batch size only, any (0: 1, 4, 16 and 64)");
 
 namespace moeserve {
 namespace {
@@ -101,8 +101,9 @@ int Main() {
   std::printf("kernels %s, %d threads, %d layers, activation %.2f; us per layer (median of %d)\n", MatMulKernelName(),
               pool.num_threads(), num_layers, absl::GetFlag(FLAGS_activation), runs);
   std::printf("batch  union  per-token us  GB/s   expert-major us  GB/s   ratio   panels us  GB/s   ratio\n");
-  for (int tokens : {1, 4, 16, 64}) {
-    if (absl::GetFlag(FLAGS_batch) != 0 && tokens != absl::GetFlag(FLAGS_batch)) continue;
+  std::vector<int> batches = {1, 4, 16, 64};
+  if (absl::GetFlag(FLAGS_batch) > 0) batches = {absl::GetFlag(FLAGS_batch)};
+  for (int tokens : batches) {
     std::vector<Routing> routings;
     for (int i = 0; i < num_layers; ++i) routings.push_back(Route(rng, tokens, absl::GetFlag(FLAGS_activation)));
     std::vector<float> m(tokens * kHidden), y(tokens * kHidden, 0.0f);

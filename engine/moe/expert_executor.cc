@@ -113,20 +113,14 @@ void ExpertExecutor::UpAndActivate(const ExpertBank& bank, const float* m, int e
   }
 }
 
-void ExpertExecutor::DownPanels(const ExpertBank& bank, int slot, int64_t r0, int64_t r1, float* y) {
-  const int64_t H = bank.hidden, rows = r1 - r0;
-  std::vector<float>& out = thread_buffers_[slot].down;
+void ExpertExecutor::DownPanels(const ExpertBank& bank, int64_t r0, int64_t r1, float* y) {
   // Experts ascending, so every token meets its experts in its own (ascending) entry order
-  // whatever else is in the batch: y += expert 1's rows, then expert 2's, ...
+  // whatever else is in the batch: y += expert 1's rows, then expert 2's, ... The results go
+  // straight into the tokens' rows of y.
   for (const int e : groups_.active) {
     const int32_t begin = groups_.offsets[e], n = groups_.offsets[e + 1] - begin;
-    if (out.size() < static_cast<size_t>(n * rows)) out.resize(static_cast<size_t>(n * rows));
-    PanelMatMulRows(bank.Down(e), down_input_, begin, n, out.data() - r0, rows, r0, r1, false);
-    for (int32_t i = 0; i < n; ++i) {
-      float* yt = y + groups_.slot_token[begin + i] * H;
-      const float* from = out.data() + i * rows;
-      for (int64_t r = 0; r < rows; ++r) yt[r0 + r] += from[r];
-    }
+    PanelMatMulRows(bank.Down(e), down_input_, begin, n, y, bank.hidden, r0, r1, /*accumulate=*/true,
+                    &groups_.slot_token[begin]);
   }
 }
 
@@ -204,9 +198,9 @@ void ExpertExecutor::Run(const ExpertBank& bank, const float* m, int64_t num_tok
   const float* down_bias = bank.down_bias.empty() ? nullptr : bank.down_bias.data();
   constexpr int64_t kDownRowTile = 32;
   // The routed experts' sums (and their down bias) for output rows [r0, r1).
-  const auto routed_down = [&](int slot, int64_t r0, int64_t r1) {
+  const auto routed_down = [&](int64_t r0, int64_t r1) {
     if (panels) {
-      DownPanels(bank, slot, r0, r1, y);
+      DownPanels(bank, r0, r1, y);
     } else if (!grouped || !GroupedRowDotsBf16(grouped_base_.data(), grouped_begin_.data(), static_cast<int>(num_active),
                                         groups_.slot_token.data(), hidden_bf16_.data(), routing.offsets.data(),
                                         static_cast<int>(num_tokens), d, row_stride, y, H, r0, r1)) {
@@ -241,9 +235,9 @@ void ExpertExecutor::Run(const ExpertBank& bank, const float* m, int64_t num_tok
   if (then_panels) then_input_.Prepare(then->w->dtype, then->x, then->x_stride, num_tokens, then->w->cols);
   // Panel slices (ours or the `then` job's) are split between threads in whole panels.
   const int64_t unit = panels || then_panels ? cpu::kPanelRows : 1;
-  pool_->ParallelForIndexed((H + unit - 1) / unit, [&](int slot, int64_t u0, int64_t u1) {
+  pool_->ParallelFor((H + unit - 1) / unit, [&](int64_t u0, int64_t u1) {
     const int64_t r0 = u0 * unit, r1 = std::min(H, u1 * unit);
-    routed_down(slot, r0, r1);
+    routed_down(r0, r1);
     if (then_panels) {
       PanelMatMulRows(*then->w, then_input_, 0, num_tokens, then->y, then->y_stride, r0, r1, then->accumulate);
     } else if (then != nullptr) {

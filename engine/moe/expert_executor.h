@@ -45,7 +45,7 @@ class ExpertExecutor {
  private:
   void UpAndActivate(const ExpertBank& bank, const float* m, int e, int thread_slot);
   // The down projection for rows [r0, r1) where the down slices are packed in panels.
-  void DownPanels(const ExpertBank& bank, int thread_slot, int64_t r0, int64_t r1, float* y);
+  void DownPanels(const ExpertBank& bank, int64_t r0, int64_t r1, float* y);
 
   ThreadPool* pool_;
   DownOrder down_order_ = DownOrder::kAuto;
@@ -65,7 +65,6 @@ class ExpertExecutor {
   std::vector<int32_t> grouped_begin_;             // per active expert: its first grouped entry
   struct ThreadBuffers {
     std::vector<float> x, u, z;  // gathered inputs [n, H]; up and gate outputs [n, d]
-    std::vector<float> down;     // one expert's down rows for its tokens (panel slices)
     PanelInput up_input;         // an expert's tokens gathered from up_input_
   };
   std::vector<ThreadBuffers> thread_buffers_;

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "engine/kernels/cpu/matmul.h"
+#include "engine/kernels/cpu/panel_matmul.h"
 #include "engine/kernels/cpu/panel_pack.h"
 #include "engine/kernels/cpu/thread_pool.h"
 #include "gtest/gtest.h"
@@ -122,6 +123,36 @@ TEST(PanelMatMul, ATokensBitsDoNotDependOnTheBatchTheRowRangeOrTheParallelRegion
     MatMulRows(pb, x.data(), cols, tokens, want_b.data(), 40, 0, 40, false);
     ASSERT_EQ(0, std::memcmp(ya.data(), batched.data(), ya.size() * sizeof(float)));
     for (size_t i = 0; i < yb.size(); ++i) ASSERT_EQ(yb[i], 1.0f + want_b[i]) << i;
+  }
+}
+
+// The form the expert down projection uses: a group of prepared tokens (from `first_token`
+// on) accumulated straight into scattered rows of y, over a row range inside the matrix. Each
+// indexed row gets exactly its old value plus the contiguous call's result; other rows and
+// columns outside the range stay as they were.
+TEST(PanelMatMul, ScatteredRowsAccumulateTheSameBitsAsContiguousRows) {
+  std::mt19937 rng(14);
+  for (DType dtype : kPanelTypes) {
+    if (!UsesPanels(dtype)) GTEST_SKIP() << "no panel kernels in " << MatMulKernelName();
+    const int64_t rows = 100, cols = 64, tokens = 15, first = 3, n = 9, out_rows = 12;
+    const TestMatrix a = MakeMatrix(dtype, rows, cols, rng);
+    PanelStorage storage;
+    const WeightMatrix p = PackPanels(a.View(), storage);
+    const std::vector<float> x = RandomActivations(tokens, cols, rng);
+    PanelInput in;
+    in.Prepare(dtype, x.data(), cols, tokens, cols);
+    const int64_t r0 = 16, r1 = 85;  // starts on a panel, ends inside one
+    std::vector<float> contiguous(n * rows, 0.0f);
+    PanelMatMulRows(p, in, first, n, contiguous.data(), rows, r0, r1, false);
+    const int32_t index[n] = {7, 0, 11, 2, 9, 4, 10, 1, 5};  // rows 3, 6 and 8 of y untouched
+    std::vector<float> y = RandomActivations(out_rows, rows, rng);
+    const std::vector<float> before = y;
+    PanelMatMulRows(p, in, first, n, y.data(), rows, r0, r1, /*accumulate=*/true, index);
+    std::vector<float> want = before;
+    for (int64_t i = 0; i < n; ++i) {
+      for (int64_t r = r0; r < r1; ++r) want[index[i] * rows + r] += contiguous[i * rows + r];
+    }
+    ASSERT_EQ(0, std::memcmp(want.data(), y.data(), y.size() * sizeof(float))) << DTypeName(dtype);
   }
 }
 

@@ -53,7 +53,7 @@ void PanelInput::Gather(const PanelInput& from, const int32_t* tokens, int64_t n
 // time, so that the block (at most 4 · 16 rows) comes from memory once and from cache for the
 // other tokens. A range that starts inside a panel computes the whole panel and keeps its rows.
 void PanelMatMulRows(const WeightMatrix& m, const PanelInput& in, int64_t first_token, int64_t num_tokens, float* y,
-                     int64_t y_stride, int64_t r0, int64_t r1, bool accumulate) {
+                     int64_t y_stride, int64_t r0, int64_t r1, bool accumulate, const int32_t* y_index) {
   const cpu::PanelKernels& k = ActiveKernels().panels;
   const int64_t panel_bytes = m.ld * DTypeSize(m.dtype);
   const int64_t groups = cpu::PanelGroups(m.cols, cpu::PanelGroup(m.dtype));
@@ -74,7 +74,7 @@ void PanelMatMulRows(const WeightMatrix& m, const PanelInput& in, int64_t first_
         k.bf16(w, panel_bytes, np, groups, in.bf16(token), in.stride(), nt, out);
       }
       for (int t = 0; t < nt; ++t) {
-        float* yt = y + (t0 + t) * y_stride;
+        float* yt = y + (y_index != nullptr ? y_index[t0 + t] : t0 + t) * y_stride;
         const float* from = out + t * cpu::kMaxPanelRows - row0;
         if (accumulate) {
           for (int64_t r = lo; r < hi; ++r) yt[r] += from[r];

@@ -36,10 +36,12 @@ class PanelInput {
 };
 
 // For rows r in [r0, r1) of the panel matrix m and tokens t < num_tokens of `in` from
-// first_token on: y[t * y_stride + r] (+)= dot(W[r, :], token). Bits per (row, token) do not
-// depend on the range, the tokens beside it or the call (kernels.h, PanelKernels).
+// first_token on: y[o(t) * y_stride + r] (+)= dot(W[r, :], token), where o(t) is t, or
+// y_index[t] where given (scattering the results straight into other rows, e.g. a group of an
+// expert's tokens into the batch's rows). Bits per (row, token) do not depend on the range, the
+// tokens beside it or the call (kernels.h, PanelKernels).
 void PanelMatMulRows(const WeightMatrix& m, const PanelInput& in, int64_t first_token, int64_t num_tokens, float* y,
-                     int64_t y_stride, int64_t r0, int64_t r1, bool accumulate);
+                     int64_t y_stride, int64_t r0, int64_t r1, bool accumulate, const int32_t* y_index = nullptr);
 
 }  // namespace moeserve
 
