@@ -2,13 +2,16 @@
 // value; bf16 results match float64 on the bf16-rounded activations and int8 results match the
 // exact integer sum of the quantised activations; a token's bits do not depend on the batch,
 // the row range or the parallel region it is computed in. Skipped where the active kernel set
-// has no panel kernels (then nothing is packed).
+// has no panel kernels (then nothing is packed). Every runnable set's bf16 panel kernel (on an
+// AMX machine both vdpbf16ps and AMX) is also called directly over all its tile shapes.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <span>
 #include <vector>
 
+#include "engine/kernels/cpu/kernels.h"
 #include "engine/kernels/cpu/matmul.h"
 #include "engine/kernels/cpu/panel_matmul.h"
 #include "engine/kernels/cpu/panel_pack.h"
@@ -94,12 +97,125 @@ TEST(PanelMatMul, ResultsMatchFloat64OnTheActivationsTheKernelsSee) {
   }
 }
 
+// Each runnable set's bf16 panel kernel, called directly: every panel count, token counts up
+// to the set's largest, group counts with and without a partial last step of 16 (AMX's), and
+// activation rows further apart than the groups. Results match float64; a token computed
+// alone has the bits it has in the full tile.
+TEST(PanelKernels, EverySetsBf16KernelMatchesFloat64AndKeepsATokensBitsAcrossTiles) {
+  std::mt19937 rng(15);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  int sets_tested = 0;
+  for (const cpu::KernelSet* set : RunnableKernelSets()) {
+    const cpu::Bf16PanelFn kernel = set->panels.bf16;
+    if (kernel == nullptr) continue;
+    ++sets_tested;
+    for (int64_t groups : {1, 16, 37, 48}) {
+      const int64_t panel_bytes = groups * cpu::kPanelGroupBytes;
+      const int64_t x_stride = groups * 2 + 6;
+      // Panels are 64-byte aligned in the engine (PackPanels), and the kernels load them so.
+      std::vector<uint16_t> storage(cpu::kMaxPanels * panel_bytes / 2 + 32);
+      const size_t skip = (64 - reinterpret_cast<uintptr_t>(storage.data()) % 64) % 64 / 2;
+      const std::span<uint16_t> w(storage.data() + skip, cpu::kMaxPanels * panel_bytes / 2);
+      for (uint16_t& v : w) v = F32ToBf16(normal(rng));
+      const int max_nt = set->panels.panel_tokens;
+      std::vector<uint16_t> x(max_nt * x_stride);
+      for (uint16_t& v : x) v = F32ToBf16(normal(rng));
+      for (int np = 1; np <= cpu::kMaxPanels; ++np) {
+        for (int nt : {1, 3, max_nt}) {
+          alignas(64) float out[cpu::kMaxAmxPanelTokens * cpu::kMaxPanelRows];
+          kernel(w.data(), panel_bytes, np, groups, x.data(), x_stride, nt, out);
+          for (int t = 0; t < nt; ++t) {
+            for (int p = 0; p < np; ++p) {
+              for (int i = 0; i < cpu::kPanelRows; ++i) {
+                double want = 0, magnitude = 0;
+                for (int64_t c = 0; c < 2 * groups; ++c) {
+                  const double prod = double{Bf16ToF32(w[p * panel_bytes / 2 + ((c / 2) * cpu::kPanelRows + i) * 2 +
+                                                           c % 2])} *
+                                      Bf16ToF32(x[t * x_stride + c]);
+                  want += prod;
+                  magnitude += std::fabs(prod);
+                }
+                const float got = out[t * cpu::kMaxPanelRows + p * cpu::kPanelRows + i];
+                ASSERT_NEAR(got, want, 1e-5 * magnitude + 1e-6)
+                    << set->name << " groups " << groups << " np " << np << " nt " << nt << " t " << t;
+              }
+            }
+            alignas(64) float alone[cpu::kMaxAmxPanelTokens * cpu::kMaxPanelRows];
+            kernel(w.data(), panel_bytes, np, groups, &x[t * x_stride], x_stride, 1, alone);
+            ASSERT_EQ(0, std::memcmp(alone, &out[t * cpu::kMaxPanelRows], np * cpu::kPanelRows * sizeof(float)))
+                << set->name << " groups " << groups << " np " << np << " nt " << nt << " t " << t;
+          }
+        }
+      }
+    }
+  }
+  if (sets_tested == 0) GTEST_SKIP() << "no kernel set with bf16 panels on this CPU";
+}
+
+// Each runnable set's int8 panel kernel, called directly like the bf16 one above: the integer
+// sums are exact, so every set (vpdpbusd, AMX's tdpbusd) must give exactly
+// (float)(Σ u·w − 128 · row_sum) · row_scale · x_scale, for every tile shape.
+TEST(PanelKernels, EverySetsInt8KernelGivesTheExactSumsScaled) {
+  std::mt19937 rng(16);
+  std::uniform_int_distribution<int> weight(-127, 127), byte(1, 255);
+  std::uniform_real_distribution<float> scale(0.001f, 0.1f);
+  int sets_tested = 0;
+  for (const cpu::KernelSet* set : RunnableKernelSets()) {
+    const cpu::I8PanelFn kernel = set->panels.i8;
+    if (kernel == nullptr) continue;
+    ++sets_tested;
+    for (int64_t groups : {1, 16, 37, 48}) {
+      const int64_t panel_bytes = groups * cpu::kPanelGroupBytes, cols = 4 * groups;
+      const int64_t x_stride = cols + 12;
+      std::vector<int8_t> storage(cpu::kMaxPanels * panel_bytes + 64);
+      const size_t skip = (64 - reinterpret_cast<uintptr_t>(storage.data()) % 64) % 64;
+      const std::span<int8_t> w(storage.data() + skip, cpu::kMaxPanels * panel_bytes);
+      for (int8_t& v : w) v = static_cast<int8_t>(weight(rng));
+      std::vector<int32_t> row_sums(cpu::kMaxPanelRows, 0);
+      std::vector<float> row_scales(cpu::kMaxPanelRows);
+      for (int64_t r = 0; r < cpu::kMaxPanelRows; ++r) {
+        for (int64_t c = 0; c < cols; ++c) {
+          row_sums[r] += w[(r / 16) * panel_bytes + ((c / 4) * cpu::kPanelRows + r % 16) * 4 + c % 4];
+        }
+        row_scales[r] = scale(rng);
+      }
+      const int max_nt = set->panels.panel_tokens;
+      std::vector<uint8_t> x(max_nt * x_stride);
+      for (uint8_t& v : x) v = static_cast<uint8_t>(byte(rng));
+      std::vector<float> x_scales(max_nt);
+      for (float& v : x_scales) v = scale(rng);
+      for (int np = 1; np <= cpu::kMaxPanels; ++np) {
+        for (int nt : {1, 2, 7, max_nt}) {
+          if (nt > max_nt) continue;
+          alignas(64) float out[cpu::kMaxAmxPanelTokens * cpu::kMaxPanelRows];
+          kernel(w.data(), panel_bytes, np, groups, x.data(), x_stride, nt,
+                 cpu::I8PanelScales{row_sums.data(), row_scales.data(), x_scales.data()}, out);
+          for (int t = 0; t < nt; ++t) {
+            for (int64_t r = 0; r < np * cpu::kPanelRows; ++r) {
+              int32_t sum = 0;
+              for (int64_t c = 0; c < cols; ++c) {
+                sum += int32_t{x[t * x_stride + c]} *
+                       w[(r / 16) * panel_bytes + ((c / 4) * cpu::kPanelRows + r % 16) * 4 + c % 4];
+              }
+              const float want = static_cast<float>(sum - 128 * row_sums[r]) * row_scales[r] * x_scales[t];
+              ASSERT_EQ(out[t * cpu::kMaxPanelRows + r], want)
+                  << set->name << " groups " << groups << " np " << np << " nt " << nt << " t " << t << " r " << r;
+            }
+          }
+        }
+      }
+    }
+  }
+  if (sets_tested == 0) GTEST_SKIP() << "no kernel set with int8 panels on this CPU";
+}
+
 TEST(PanelMatMul, ATokensBitsDoNotDependOnTheBatchTheRowRangeOrTheParallelRegion) {
   std::mt19937 rng(13);
   ThreadPool pool(2);
   for (DType dtype : kPanelTypes) {
     if (!UsesPanels(dtype)) GTEST_SKIP() << "no panel kernels in " << MatMulKernelName();
-    const int64_t rows = 150, cols = 96, tokens = 19;  // several tiles of panels and of tokens
+    // Several tiles of panels and of tokens; 50 bf16 groups: AMX's last step is partial.
+    const int64_t rows = 150, cols = 100, tokens = 19;
     const TestMatrix a = MakeMatrix(dtype, rows, cols, rng), b = MakeMatrix(dtype, 40, cols, rng);
     PanelStorage sa, sb;
     const WeightMatrix pa = PackPanels(a.View(), sa), pb = PackPanels(b.View(), sb);

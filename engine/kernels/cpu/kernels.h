@@ -28,6 +28,7 @@ constexpr int64_t kPanelRows = 16;
 constexpr int64_t kPanelGroupBytes = 64;  // one group of a whole panel: one zmm load
 constexpr int kMaxPanels = 4;
 constexpr int kMaxPanelTokens = 6;
+constexpr int kMaxAmxPanelTokens = 16;  // the AMX bf16 panel kernel's (one tile's rows)
 constexpr int64_t kMaxPanelRows = kMaxPanels * kPanelRows;
 
 // out[r * nt + t] = dot(W[r, :n], xs[t][:n]) for r < rows_per_call(nt), t < nt (1..kMaxTokens).
@@ -84,7 +85,8 @@ using Bf16GroupedDotFn = bool (*)(const void* const* bases, const int32_t* entry
                                   int64_t y_token_stride, int64_t tile_rows, float* acc);
 
 // Panel kernels: weights in the panel layout (panel_layout.h), `np` (1..kMaxPanels) panels
-// from `panels` on, `panel_bytes` apart, each of `groups` groups; `nt` (1..kMaxPanelTokens)
+// from `panels` on, `panel_bytes` apart, each of `groups` groups; `nt` (1..the set's
+// panel_tokens)
 // tokens, token t's activations at x + t · x_stride, padded with zeros to whole groups. For row
 // i < 16 of panel p:
 //   out[t · kMaxPanelRows + p · 16 + i] = the row's dot with token t, groups in ascending order.
@@ -110,6 +112,7 @@ struct PanelKernels {
   Bf16PanelFn bf16 = nullptr;
   I8PanelFn i8 = nullptr;
   QuantizeU8Fn quantize_u8 = nullptr;  // present with i8
+  int panel_tokens = kMaxPanelTokens;    // the most tokens one call takes
 };
 
 // Bf16 × bf16 kernels; a set without them has all of them null.
@@ -139,6 +142,7 @@ const KernelSet* PortableKernels();
 const KernelSet* Avx2Kernels();
 const KernelSet* Avx512Kernels();
 const KernelSet* Avx512Bf16Kernels();  // AVX-512F + BW + VL + BF16 + VNNI
+const KernelSet* Avx512AmxKernels();   // the same with AMX (BF16, INT8) for the panels
 const KernelSet* NeonKernels();
 
 }  // namespace moeserve::cpu

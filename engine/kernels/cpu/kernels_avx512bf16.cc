@@ -246,13 +246,27 @@ constexpr KernelSet MakeAvx512Bf16() {
 // run at startup on every CPU.
 constexpr KernelSet kAvx512Bf16 = MakeAvx512Bf16();
 
+// The same set with AMX taking the panel calls (kernels_amx_panels.cc): its bf16 sums round
+// unlike vdpbf16ps's, so the two never mix within a set.
+constexpr KernelSet MakeAvx512Amx() {
+  KernelSet set = MakeAvx512Bf16();
+  set.name = "avx512amx";
+  set.panels.bf16 = &AmxBf16Panels;
+  set.panels.i8 = &AmxI8Panels;
+  set.panels.panel_tokens = kMaxAmxPanelTokens;
+  return set;
+}
+constexpr KernelSet kAvx512Amx = MakeAvx512Amx();
+
 }  // namespace
 
 const KernelSet* Avx512Bf16Kernels() { return &kAvx512Bf16; }
+const KernelSet* Avx512AmxKernels() { return &kAvx512Amx; }
 
 }  // namespace moeserve::cpu
 #else
 namespace moeserve::cpu {
 const KernelSet* Avx512Bf16Kernels() { return nullptr; }
+const KernelSet* Avx512AmxKernels() { return nullptr; }
 }  // namespace moeserve::cpu
 #endif

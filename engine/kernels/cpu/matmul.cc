@@ -13,6 +13,10 @@
 #if defined(__x86_64__)
 #include <cpuid.h>
 #endif
+#if defined(__x86_64__) && defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 namespace moeserve {
 namespace {
@@ -41,6 +45,21 @@ bool CpuHasAvx512Bf16() {
   const bool vnni = (ecx & (1u << 11)) != 0;  // the set's int8 panel kernels use vpdpbusd
   if (!bw || !vl || !vnni || eax < 1 || !__get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx)) return false;
   return (eax & (1u << 5)) != 0;
+#else
+  return false;
+#endif
+}
+
+// AMX-TILE and AMX-BF16 (CPUID leaf 7: EDX bits 24 and 22) on top of AVX-512 BF16, and Linux's
+// permission to use the tile data (arch_prctl ARCH_REQ_XCOMP_PERM for XTILEDATA, feature 18),
+// which it grants per process; without it the first tile instruction faults.
+bool CpuHasAmxBf16() {
+#if defined(__x86_64__) && defined(__linux__)
+  unsigned eax, ebx, ecx, edx;
+  if (!CpuHasAvx512Bf16() || !__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return false;
+  if ((edx & (1u << 24)) == 0 || (edx & (1u << 22)) == 0) return false;
+  constexpr long kReqXcompPerm = 0x1023, kXtileData = 18;
+  return syscall(SYS_arch_prctl, kReqXcompPerm, kXtileData) == 0;
 #else
   return false;
 #endif
@@ -101,6 +120,7 @@ std::vector<const cpu::KernelSet*> RunnableKernelSets() {
   if (CpuHasAvx2() && cpu::Avx2Kernels() != nullptr) sets.push_back(cpu::Avx2Kernels());
   if (CpuHasAvx512() && cpu::Avx512Kernels() != nullptr) sets.push_back(cpu::Avx512Kernels());
   if (CpuHasAvx512Bf16() && cpu::Avx512Bf16Kernels() != nullptr) sets.push_back(cpu::Avx512Bf16Kernels());
+  if (cpu::Avx512AmxKernels() != nullptr && CpuHasAmxBf16()) sets.push_back(cpu::Avx512AmxKernels());
   if (cpu::NeonKernels() != nullptr) sets.push_back(cpu::NeonKernels());
   return sets;
 }

@@ -49,23 +49,25 @@ void PanelInput::Gather(const PanelInput& from, const int32_t* tokens, int64_t n
   }
 }
 
-// Panels kMaxPanels at a time, and for each block of panels every token, kMaxPanelTokens at a
-// time, so that the block (at most 4 · 16 rows) comes from memory once and from cache for the
-// other tokens. A range that starts inside a panel computes the whole panel and keeps its rows.
+// Panels kMaxPanels at a time, and for each block of panels every token, as many at a time as
+// the kernel set takes (kMaxPanelTokens, or kMaxAmxPanelTokens on AMX), so that the block (at most
+// 4 · 16 rows) comes from memory once and from cache for the other tokens. A range that starts
+// inside a panel computes the whole panel and keeps its rows.
 void PanelMatMulRows(const WeightMatrix& m, const PanelInput& in, int64_t first_token, int64_t num_tokens, float* y,
                      int64_t y_stride, int64_t r0, int64_t r1, bool accumulate, const int32_t* y_index) {
   const cpu::PanelKernels& k = ActiveKernels().panels;
   const int64_t panel_bytes = m.ld * DTypeSize(m.dtype);
   const int64_t groups = cpu::PanelGroups(m.cols, cpu::PanelGroup(m.dtype));
   const bool int8 = m.dtype == DType::kI8;  // the kernel applies the scales (kernels.h)
-  alignas(64) float out[cpu::kMaxPanelTokens * cpu::kMaxPanelRows];
+  const int64_t step = k.panel_tokens;
+  alignas(64) float out[cpu::kMaxAmxPanelTokens * cpu::kMaxPanelRows];
   for (int64_t pb = r0 / cpu::kPanelRows; pb * cpu::kPanelRows < r1; pb += cpu::kMaxPanels) {
     const int np = static_cast<int>(std::min<int64_t>(cpu::kMaxPanels, cpu::NumPanels(r1) - pb));
     const void* w = static_cast<const unsigned char*>(m.data) + pb * panel_bytes;
     const int64_t row0 = pb * cpu::kPanelRows;
     const int64_t lo = std::max(r0, row0), hi = std::min(r1, row0 + np * cpu::kPanelRows);
-    for (int64_t t0 = 0; t0 < num_tokens; t0 += cpu::kMaxPanelTokens) {
-      const int nt = static_cast<int>(std::min<int64_t>(cpu::kMaxPanelTokens, num_tokens - t0));
+    for (int64_t t0 = 0; t0 < num_tokens; t0 += step) {
+      const int nt = static_cast<int>(std::min<int64_t>(step, num_tokens - t0));
       const int64_t token = first_token + t0;
       if (int8) {
         const cpu::I8PanelScales scales{m.row_sums + row0, m.scales + row0, in.scales(token)};
