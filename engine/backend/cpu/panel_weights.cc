@@ -50,10 +50,12 @@ int PackWeightsInPanels(ModelWeights& w) {
       packer.Pack(bank.up);
       packer.Pack(bank.gate);
     }
-    // The down slices only in int8: bf16 ones stay row-major for the grouped kernel, which
-    // keeps a token's sum over its experts in one accumulator and measured faster than panels
-    // (moe_layer_bench, batch 1 / 16: 38.7 / 300.7 us per layer against 44.4 / 390.8).
-    if (bank.down.dtype == DType::kI8 && bank.down_stacked && bank.hidden % cpu::kPanelRows == 0) {
+    // The down slices in int8, and in bf16 only under AMX: with vdpbf16ps, bf16 ones stay
+    // row-major for the grouped kernel, which keeps a token's sum over its experts in one
+    // accumulator and measured faster than panels (moe_layer_bench, batch 1 / 16: 38.7 / 300.7
+    // us per layer against 44.4 / 390.8). Under AMX panels won (DECO-0.1B MoE layers per step:
+    // pp512 100 -> 70 ms, batch 1 1.95 -> 1.85 ms, batch 16 7.7 -> 8.6 ms).
+    if (ExpertDownInPanels(bank.down.dtype) && bank.down_stacked && bank.hidden % cpu::kPanelRows == 0) {
       packer.Pack(bank.down);
     }
   }

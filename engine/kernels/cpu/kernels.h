@@ -113,6 +113,8 @@ struct PanelKernels {
   I8PanelFn i8 = nullptr;
   QuantizeU8Fn quantize_u8 = nullptr;  // present with i8
   int panel_tokens = kMaxPanelTokens;    // the most tokens one call takes
+  // Whether bf16 expert down slices go in panels too (else the grouped row kernel takes them).
+  bool bf16_expert_down = false;
 };
 
 // Bf16 × bf16 kernels; a set without them has all of them null.

@@ -254,6 +254,7 @@ constexpr KernelSet MakeAvx512Amx() {
   set.panels.bf16 = &AmxBf16Panels;
   set.panels.i8 = &AmxI8Panels;
   set.panels.panel_tokens = kMaxAmxPanelTokens;
+  set.panels.bf16_expert_down = true;
   return set;
 }
 constexpr KernelSet kAvx512Amx = MakeAvx512Amx();

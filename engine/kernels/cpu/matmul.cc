@@ -198,6 +198,10 @@ bool UsesPanels(DType weights) {
   return (weights == DType::kBF16 && k.bf16 != nullptr) || (weights == DType::kI8 && k.i8 != nullptr);
 }
 
+bool ExpertDownInPanels(DType weights) {
+  return UsesPanels(weights) && (weights == DType::kI8 || ActiveKernels().panels.bf16_expert_down);
+}
+
 bool UsesBf16Activations(DType weights) {
   return weights == DType::kBF16 && ActiveKernels().bf16x.block != nullptr;
 }

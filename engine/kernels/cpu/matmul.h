@@ -72,6 +72,9 @@ std::vector<const cpu::KernelSet*> RunnableKernelSets();
 // that matrices of it are worth packing in panels (panel_pack.h). MatMulRows and
 // ParallelMatMul take panel matrices only where this holds.
 bool UsesPanels(DType weights);
+// Whether routed experts' down slices of this dtype are packed in panels: int8 wherever it has
+// panels; bf16 only where the set says so (AMX), the grouped row kernel being faster elsewhere.
+bool ExpertDownInPanels(DType weights);
 
 // The kernel tables' index for a weight dtype.
 cpu::WeightKind KindOf(DType d);
