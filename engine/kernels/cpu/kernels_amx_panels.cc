@@ -24,9 +24,9 @@
 namespace moeserve::cpu {
 namespace {
 
-// Tiles: C for panels 0..3 in tiles 0..3 (tokens × 16 fp32), A in 4 (tokens × 32 bf16), B in
-// 5 and 6 taking turns (16 groups × 64 bytes); where the groups are not a multiple of 16, the
-// last step's A in 7 and its B in 6 (then B takes only tile 5 before it).
+// Tiles: C for panels 0..3 in tiles 0..3 (tokens × 16 fp32 or int32), A in 4 (tokens × 64
+// bytes), B in 5 and 6 taking turns (16 groups × 64 bytes); where the groups are not a multiple
+// of 16, the last step's A in 7 and its B in 6 (then B takes only tile 5 before it).
 constexpr int kStepGroups = 16;
 
 struct alignas(64) TileConfig {
