@@ -12,7 +12,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 
-#if defined(__x86_64__) && defined(__AVX512BF16__) && defined(__AMX_BF16__)
+#if defined(__x86_64__) && defined(__AVX512BF16__) && (defined(__AMX_BF16__) || defined(__AMXBF16__))
 #include <cpuid.h>
 #include <immintrin.h>
 #include <sys/syscall.h>

@@ -14,7 +14,9 @@
 #include "engine/kernels/cpu/panel_kernels.h"
 
 #if defined(__x86_64__) && defined(__AVX512BF16__)
-#if !defined(__AMX_BF16__) || !defined(__AMX_TILE__) || !defined(__AMX_INT8__)
+// (GCC spells the macros __AMX_TILE__, Clang 14 __AMXTILE__.)
+#if !(defined(__AMX_TILE__) || defined(__AMXTILE__)) || !(defined(__AMX_BF16__) || defined(__AMXBF16__)) || \
+    !(defined(__AMX_INT8__) || defined(__AMXINT8__))
 #error "kernels_amx_panels.cc is compiled with -mamx-tile -mamx-bf16 -mamx-int8 wherever AVX-512 BF16 is"
 #endif
 #include <immintrin.h>
