@@ -6,17 +6,18 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <string_view>
 #include <thread>
 #include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 
+#include "engine/kernels/cpu/kernels.h"
+#include "engine/kernels/cpu/matmul.h"
+
 #if defined(__x86_64__) && defined(__AVX512BF16__) && (defined(__AMX_BF16__) || defined(__AMXBF16__))
-#include <cpuid.h>
 #include <immintrin.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 #define MOESERVE_PEAK_X86 1
 #endif
 
@@ -26,15 +27,13 @@ ABSL_FLAG(int, runs, 5, "runs (the median is reported)");
 namespace {
 
 #if MOESERVE_PEAK_X86
-bool HasAvx512Bf16() {
-  unsigned a, b, c, d;
-  return __builtin_cpu_supports("avx512f") && __get_cpuid_count(7, 1, &a, &b, &c, &d) && (a & (1u << 5)) != 0;
-}
-
-bool HasAmxBf16() {
-  unsigned a, b, c, d;
-  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || (d & (1u << 22)) == 0 || (d & (1u << 24)) == 0) return false;
-  return syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XTILEDATA */) == 0;
+// Whether the engine would run the kernel set of that name here: its CPU checks (and, for
+// AMX, Linux's tile-data permission, which the check requests).
+bool SetRunnable(const char* name) {
+  for (const moeserve::cpu::KernelSet* set : moeserve::RunnableKernelSets()) {
+    if (std::string_view(set->name) == name) return true;
+  }
+  return false;
 }
 
 // The instruction itself in assembly, so the compiler neither folds the constant chains nor
@@ -121,13 +120,13 @@ int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
   const int threads = absl::GetFlag(FLAGS_threads), runs = absl::GetFlag(FLAGS_runs);
 #if MOESERVE_PEAK_X86
-  if (!HasAvx512Bf16()) {
+  if (!SetRunnable("avx512bf16")) {
     std::printf("no AVX-512 BF16 on this CPU\n");
     return 0;
   }
   std::printf("threads=%d runs=%d\n", threads, runs);
   std::printf("vdpbf16ps (AVX-512 BF16): %.1f GMAC/s\n", Peak(Vdpbf16psMacs, 20'000'000, threads, runs));
-  if (HasAmxBf16()) {
+  if (SetRunnable("avx512amx")) {
     std::printf("tdpbf16ps (AMX-BF16): %.1f GMAC/s\n", Peak(TdpbMacs, 2'000'000, threads, runs));
   } else {
     std::printf("no AMX-BF16 on this CPU (or no tile-data permission)\n");

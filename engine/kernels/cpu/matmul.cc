@@ -50,14 +50,15 @@ bool CpuHasAvx512Bf16() {
 #endif
 }
 
-// AMX-TILE and AMX-BF16 (CPUID leaf 7: EDX bits 24 and 22) on top of AVX-512 BF16, and Linux's
-// permission to use the tile data (arch_prctl ARCH_REQ_XCOMP_PERM for XTILEDATA, feature 18),
-// which it grants per process; without it the first tile instruction faults.
-bool CpuHasAmxBf16() {
+// AMX-TILE, AMX-BF16 and AMX-INT8 (CPUID leaf 7: EDX bits 24, 22 and 25; the set uses
+// tdpbf16ps and tdpbusd) on top of AVX-512 BF16, and Linux's permission to use the tile data
+// (arch_prctl ARCH_REQ_XCOMP_PERM for XTILEDATA, feature 18), which it grants per process;
+// without it the first tile instruction faults.
+bool CpuHasAmx() {
 #if defined(__x86_64__) && defined(__linux__)
   unsigned eax, ebx, ecx, edx;
   if (!CpuHasAvx512Bf16() || !__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return false;
-  if ((edx & (1u << 24)) == 0 || (edx & (1u << 22)) == 0) return false;
+  if ((edx & (1u << 24)) == 0 || (edx & (1u << 22)) == 0 || (edx & (1u << 25)) == 0) return false;
   constexpr long kReqXcompPerm = 0x1023, kXtileData = 18;
   return syscall(SYS_arch_prctl, kReqXcompPerm, kXtileData) == 0;
 #else
@@ -120,7 +121,7 @@ std::vector<const cpu::KernelSet*> RunnableKernelSets() {
   if (CpuHasAvx2() && cpu::Avx2Kernels() != nullptr) sets.push_back(cpu::Avx2Kernels());
   if (CpuHasAvx512() && cpu::Avx512Kernels() != nullptr) sets.push_back(cpu::Avx512Kernels());
   if (CpuHasAvx512Bf16() && cpu::Avx512Bf16Kernels() != nullptr) sets.push_back(cpu::Avx512Bf16Kernels());
-  if (cpu::Avx512AmxKernels() != nullptr && CpuHasAmxBf16()) sets.push_back(cpu::Avx512AmxKernels());
+  if (cpu::Avx512AmxKernels() != nullptr && CpuHasAmx()) sets.push_back(cpu::Avx512AmxKernels());
   if (cpu::NeonKernels() != nullptr) sets.push_back(cpu::NeonKernels());
   return sets;
 }
