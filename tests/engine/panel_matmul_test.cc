@@ -2,8 +2,9 @@
 // value; bf16 results match float64 on the bf16-rounded activations and int8 results match the
 // exact integer sum of the quantised activations; a token's bits do not depend on the batch,
 // the row range or the parallel region it is computed in. Skipped where the active kernel set
-// has no panel kernels (then nothing is packed). Every runnable set's bf16 panel kernel (on an
-// AMX machine both vdpbf16ps and AMX) is also called directly over all its tile shapes.
+// has no panel kernels (then nothing is packed). Every runnable set's bf16 and int8 panel
+// kernels (on an AMX machine both the AVX-512 and the AMX ones) are also called directly over
+// all their tile shapes.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -13,6 +14,7 @@
 
 #include "engine/kernels/cpu/kernels.h"
 #include "engine/kernels/cpu/matmul.h"
+#include "engine/kernels/cpu/panel_layout.h"
 #include "engine/kernels/cpu/panel_matmul.h"
 #include "engine/kernels/cpu/panel_pack.h"
 #include "engine/kernels/cpu/thread_pool.h"
@@ -97,6 +99,15 @@ TEST(PanelMatMul, ResultsMatchFloat64OnTheActivationsTheKernelsSee) {
   }
 }
 
+// n elements of `storage` from its first 64-byte boundary: panels are 64-byte aligned in the
+// engine (PackPanels), and the kernels load them so.
+template <class T>
+std::span<T> Aligned64(std::vector<T>& storage, size_t n) {
+  storage.assign(n + 64 / sizeof(T), T{});
+  const size_t skip = (64 - reinterpret_cast<uintptr_t>(storage.data()) % 64) % 64 / sizeof(T);
+  return std::span<T>(storage.data() + skip, n);
+}
+
 // Each runnable set's bf16 panel kernel, called directly: every panel count, token counts up
 // to the set's largest, group counts with and without a partial last step of 16 (AMX's), and
 // activation rows further apart than the groups. Results match float64; a token computed
@@ -112,10 +123,8 @@ TEST(PanelKernels, EverySetsBf16KernelMatchesFloat64AndKeepsATokensBitsAcrossTil
     for (int64_t groups : {1, 16, 37, 48}) {
       const int64_t panel_bytes = groups * cpu::kPanelGroupBytes;
       const int64_t x_stride = groups * 2 + 6;
-      // Panels are 64-byte aligned in the engine (PackPanels), and the kernels load them so.
-      std::vector<uint16_t> storage(cpu::kMaxPanels * panel_bytes / 2 + 32);
-      const size_t skip = (64 - reinterpret_cast<uintptr_t>(storage.data()) % 64) % 64 / 2;
-      const std::span<uint16_t> w(storage.data() + skip, cpu::kMaxPanels * panel_bytes / 2);
+      std::vector<uint16_t> storage;
+      const std::span<uint16_t> w = Aligned64(storage, cpu::kMaxPanels * panel_bytes / 2);
       for (uint16_t& v : w) v = F32ToBf16(normal(rng));
       const int max_nt = set->panels.panel_tokens;
       std::vector<uint16_t> x(max_nt * x_stride);
@@ -129,9 +138,8 @@ TEST(PanelKernels, EverySetsBf16KernelMatchesFloat64AndKeepsATokensBitsAcrossTil
               for (int i = 0; i < cpu::kPanelRows; ++i) {
                 double want = 0, magnitude = 0;
                 for (int64_t c = 0; c < 2 * groups; ++c) {
-                  const double prod = double{Bf16ToF32(w[p * panel_bytes / 2 + ((c / 2) * cpu::kPanelRows + i) * 2 +
-                                                           c % 2])} *
-                                      Bf16ToF32(x[t * x_stride + c]);
+                  const int64_t at = cpu::PanelOffset(panel_bytes / 2, 2, p * cpu::kPanelRows + i, c);
+                  const double prod = double{Bf16ToF32(w[at])} * Bf16ToF32(x[t * x_stride + c]);
                   want += prod;
                   magnitude += std::fabs(prod);
                 }
@@ -167,15 +175,14 @@ TEST(PanelKernels, EverySetsInt8KernelGivesTheExactSumsScaled) {
     for (int64_t groups : {1, 16, 37, 48}) {
       const int64_t panel_bytes = groups * cpu::kPanelGroupBytes, cols = 4 * groups;
       const int64_t x_stride = cols + 12;
-      std::vector<int8_t> storage(cpu::kMaxPanels * panel_bytes + 64);
-      const size_t skip = (64 - reinterpret_cast<uintptr_t>(storage.data()) % 64) % 64;
-      const std::span<int8_t> w(storage.data() + skip, cpu::kMaxPanels * panel_bytes);
+      std::vector<int8_t> storage;
+      const std::span<int8_t> w = Aligned64(storage, cpu::kMaxPanels * panel_bytes);
       for (int8_t& v : w) v = static_cast<int8_t>(weight(rng));
       std::vector<int32_t> row_sums(cpu::kMaxPanelRows, 0);
       std::vector<float> row_scales(cpu::kMaxPanelRows);
       for (int64_t r = 0; r < cpu::kMaxPanelRows; ++r) {
         for (int64_t c = 0; c < cols; ++c) {
-          row_sums[r] += w[(r / 16) * panel_bytes + ((c / 4) * cpu::kPanelRows + r % 16) * 4 + c % 4];
+          row_sums[r] += w[cpu::PanelOffset(panel_bytes, 4, r, c)];
         }
         row_scales[r] = scale(rng);
       }
@@ -194,8 +201,7 @@ TEST(PanelKernels, EverySetsInt8KernelGivesTheExactSumsScaled) {
             for (int64_t r = 0; r < np * cpu::kPanelRows; ++r) {
               int32_t sum = 0;
               for (int64_t c = 0; c < cols; ++c) {
-                sum += int32_t{x[t * x_stride + c]} *
-                       w[(r / 16) * panel_bytes + ((c / 4) * cpu::kPanelRows + r % 16) * 4 + c % 4];
+                sum += int32_t{x[t * x_stride + c]} * w[cpu::PanelOffset(panel_bytes, 4, r, c)];
               }
               const float want = static_cast<float>(sum - 128 * row_sums[r]) * row_scales[r] * x_scales[t];
               ASSERT_EQ(out[t * cpu::kMaxPanelRows + r], want)
