@@ -23,6 +23,8 @@
 
 #include <cstring>
 
+#include "engine/kernels/cpu/i8_panel_epilogue.h"
+
 namespace moeserve::cpu {
 namespace {
 
@@ -173,15 +175,12 @@ void AmxI8Panels(const void* panels, int64_t panel_bytes, int np, int64_t groups
   if (nt <= kMaxPanelTokens) return Avx512VnniPanels(panels, panel_bytes, np, groups, x, x_stride, nt, sc, out);
   alignas(64) int32_t sums[kMaxAmxPanelTokens * kMaxPanelRows];
   AmxPanels<true>(panels, panel_bytes, np, groups, x, x_stride, nt, sums);
-  // (float)(sum − 128 · row_sums) · row_scale · x_scale, in vpdpbusd's kernel's order.
-  const __m512i offset = _mm512_set1_epi32(128);
+  // The scaling is the vpdpbusd kernel's own (i8_panel_epilogue.h).
   for (int p = 0; p < np; ++p) {
-    const __m512i row_sums = _mm512_mullo_epi32(_mm512_loadu_si512(sc.row_sums + p * kPanelRows), offset);
-    const __m512 row_scales = _mm512_loadu_ps(sc.row_scales + p * kPanelRows);
+    const I8PanelRows rows = LoadI8PanelRows(sc, p);
     for (int t = 0; t < nt; ++t) {
       const int64_t at = t * kMaxPanelRows + p * kPanelRows;
-      const __m512 v = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_load_si512(sums + at), row_sums));
-      _mm512_storeu_ps(out + at, _mm512_mul_ps(_mm512_mul_ps(v, row_scales), _mm512_set1_ps(sc.x_scales[t])));
+      StoreI8PanelSums(_mm512_load_si512(sums + at), rows, sc.x_scales[t], out + at);
     }
   }
 }

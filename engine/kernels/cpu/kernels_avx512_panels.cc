@@ -11,6 +11,7 @@
 #if defined(__x86_64__) && defined(__AVX512BF16__) && defined(__AVX512VNNI__)
 #include <immintrin.h>
 
+#include "engine/kernels/cpu/i8_panel_epilogue.h"
 #include "engine/kernels/cpu/kernels.h"
 
 namespace moeserve::cpu {
@@ -88,16 +89,12 @@ void VnniTile(const unsigned char* w, int64_t panel_bytes, int64_t groups, const
       for (int p = 0; p < NP; ++p) DotBytes(acc[p][t], xb, wv[p]);
     }
   }
-  const __m512i offset = _mm512_set1_epi32(128);
   #pragma GCC unroll 8
   for (int p = 0; p < NP; ++p) {
-    const __m512i sums = _mm512_mullo_epi32(_mm512_loadu_si512(sc.row_sums + p * kPanelRows), offset);
-    const __m512 row_scales = _mm512_loadu_ps(sc.row_scales + p * kPanelRows);
+    const I8PanelRows rows = LoadI8PanelRows(sc, p);
     #pragma GCC unroll 8
     for (int t = 0; t < NT; ++t) {
-      const __m512 v = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[p][t], sums));
-      _mm512_storeu_ps(out + t * kMaxPanelRows + p * kPanelRows,
-                       _mm512_mul_ps(_mm512_mul_ps(v, row_scales), _mm512_set1_ps(sc.x_scales[t])));
+      StoreI8PanelSums(acc[p][t], rows, sc.x_scales[t], out + t * kMaxPanelRows + p * kPanelRows);
     }
   }
 }
