@@ -31,6 +31,27 @@ TEST(ThreadPool, EveryIndexRunsExactlyOnce) {
   }
 }
 
+TEST(ThreadPool, ChunksAreNoSmallerThanTheMinimumExceptTheLast) {
+  for (int threads : {2, 3}) {
+    ThreadPool pool(threads);
+    for (int64_t n : {5, 12, 48, 49, 100}) {
+      for (int64_t min_chunk : {1, 4, 12, 200}) {
+        std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
+        std::atomic<int> short_chunks{0};
+        pool.ParallelForIndexed(
+            n,
+            [&](int, int64_t begin, int64_t end) {
+              if (end - begin < min_chunk && end != n) short_chunks.fetch_add(1);
+              for (int64_t i = begin; i < end; ++i) hits[i].fetch_add(1);
+            },
+            min_chunk);
+        EXPECT_EQ(short_chunks.load(), 0) << "n=" << n << " min_chunk=" << min_chunk;
+        for (int64_t i = 0; i < n; ++i) ASSERT_EQ(hits[i].load(), 1) << "n=" << n << " i=" << i;
+      }
+    }
+  }
+}
+
 TEST(ThreadPool, CountsRegionsThatForkAndSplitsWork) {
   ThreadPool pool(2);
   const ThreadPool::Stats before = pool.stats();

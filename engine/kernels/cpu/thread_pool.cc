@@ -97,23 +97,24 @@ ThreadPool::~ThreadPool() {
 }
 
 void ThreadPool::RunChunks(int index) {
-  const int64_t n = task_size_, divisor = int64_t{kGuidedDivisor} * num_threads_;
+  const int64_t n = task_size_, divisor = int64_t{kGuidedDivisor} * num_threads_, min_chunk = min_chunk_;
   int64_t begin = next_.load(std::memory_order_relaxed), end = 0;
   while (true) {
     do {
       if (begin >= n) return;
-      end = begin + std::max<int64_t>(1, (n - begin) / divisor);
+      end = std::min(n, begin + std::max(min_chunk, (n - begin) / divisor));
     } while (!next_.compare_exchange_weak(begin, end, std::memory_order_relaxed));
     (*task_)(index, begin, end);
     begin = next_.load(std::memory_order_relaxed);
   }
 }
 
-void ThreadPool::ParallelFor(int64_t n, const std::function<void(int64_t, int64_t)>& fn) {
-  ParallelForIndexed(n, [&fn](int, int64_t begin, int64_t end) { fn(begin, end); });
+void ThreadPool::ParallelFor(int64_t n, const std::function<void(int64_t, int64_t)>& fn, int64_t min_chunk) {
+  ParallelForIndexed(n, [&fn](int, int64_t begin, int64_t end) { fn(begin, end); }, min_chunk);
 }
 
-void ThreadPool::ParallelForIndexed(int64_t n, const std::function<void(int, int64_t, int64_t)>& fn) {
+void ThreadPool::ParallelForIndexed(int64_t n, const std::function<void(int, int64_t, int64_t)>& fn,
+                                    int64_t min_chunk) {
   if (n <= 0) return;
   PinCaller();
   if (num_threads_ == 1 || n == 1) {
@@ -122,6 +123,7 @@ void ThreadPool::ParallelForIndexed(int64_t n, const std::function<void(int, int
   }
   task_ = &fn;
   task_size_ = n;
+  min_chunk_ = std::max<int64_t>(1, min_chunk);
   next_.store(0, std::memory_order_relaxed);
   pending_.store(num_threads_ - 1, std::memory_order_relaxed);
   {

@@ -42,11 +42,13 @@ class ThreadPool {
   // done. Threads take chunks as they come free, each a fraction of what is left (guided), so
   // the threads finish close together and a thread the OS preempts (a gRPC thread, the
   // benchmark client on the same cores) delays the join by one chunk, not by half the work.
-  void ParallelFor(int64_t n, const std::function<void(int64_t, int64_t)>& fn);
+  // No chunk is smaller than `min_chunk` units (except the last), for loops whose units are
+  // too short to be streamed one by one.
+  void ParallelFor(int64_t n, const std::function<void(int64_t, int64_t)>& fn, int64_t min_chunk = 1);
 
   // As ParallelFor, and also passes the index (< num_threads) of the thread running the range,
   // for per-thread workspaces.
-  void ParallelForIndexed(int64_t n, const std::function<void(int, int64_t, int64_t)>& fn);
+  void ParallelForIndexed(int64_t n, const std::function<void(int, int64_t, int64_t)>& fn, int64_t min_chunk = 1);
 
  private:
   void WorkerLoop(int index);
@@ -65,6 +67,7 @@ class ThreadPool {
   std::atomic<bool> stop_{false};
   const std::function<void(int, int64_t, int64_t)>* task_ = nullptr;
   int64_t task_size_ = 0;
+  int64_t min_chunk_ = 1;
   std::atomic<int64_t> next_{0};  // the first unit not yet handed out
   std::atomic<int64_t> regions_{0}, join_wait_ns_{0}, worker_spin_ns_{0};
 };
