@@ -11,16 +11,22 @@
 namespace moeserve {
 namespace {
 
-void ExpectEachIndexOnce(ThreadPool& pool, int64_t n) {
+// Also checks that no chunk but the one ending the loop is shorter than `min_chunk`.
+void ExpectEachIndexOnce(ThreadPool& pool, int64_t n, int64_t min_chunk = 1) {
   std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
-  std::atomic<bool> bad_range{false}, bad_thread{false};
-  pool.ParallelForIndexed(n, [&](int thread, int64_t begin, int64_t end) {
-    if (begin >= end || begin < 0 || end > n) bad_range = true;
-    if (thread < 0 || thread >= pool.num_threads()) bad_thread = true;
-    for (int64_t i = begin; i < end && i < n; ++i) hits[i].fetch_add(1);
-  });
+  std::atomic<bool> bad_range{false}, bad_thread{false}, short_chunk{false};
+  pool.ParallelForIndexed(
+      n,
+      [&](int thread, int64_t begin, int64_t end) {
+        if (begin >= end || begin < 0 || end > n) bad_range = true;
+        if (thread < 0 || thread >= pool.num_threads()) bad_thread = true;
+        if (end - begin < min_chunk && end != n) short_chunk = true;
+        for (int64_t i = begin; i < end && i < n; ++i) hits[i].fetch_add(1);
+      },
+      min_chunk);
   EXPECT_FALSE(bad_range) << "n=" << n;
   EXPECT_FALSE(bad_thread) << "n=" << n;
+  EXPECT_FALSE(short_chunk) << "n=" << n << " min_chunk=" << min_chunk;
   for (int64_t i = 0; i < n; ++i) ASSERT_EQ(hits[i].load(), 1) << "n=" << n << " i=" << i;
 }
 
@@ -35,19 +41,7 @@ TEST(ThreadPool, ChunksAreNoSmallerThanTheMinimumExceptTheLast) {
   for (int threads : {2, 3}) {
     ThreadPool pool(threads);
     for (int64_t n : {5, 12, 48, 49, 100}) {
-      for (int64_t min_chunk : {1, 4, 12, 200}) {
-        std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
-        std::atomic<int> short_chunks{0};
-        pool.ParallelForIndexed(
-            n,
-            [&](int, int64_t begin, int64_t end) {
-              if (end - begin < min_chunk && end != n) short_chunks.fetch_add(1);
-              for (int64_t i = begin; i < end; ++i) hits[i].fetch_add(1);
-            },
-            min_chunk);
-        EXPECT_EQ(short_chunks.load(), 0) << "n=" << n << " min_chunk=" << min_chunk;
-        for (int64_t i = 0; i < n; ++i) ASSERT_EQ(hits[i].load(), 1) << "n=" << n << " i=" << i;
-      }
+      for (int64_t min_chunk : {1, 4, 12, 200}) ExpectEachIndexOnce(pool, n, min_chunk);
     }
   }
 }

@@ -117,13 +117,14 @@ void ThreadPool::ParallelForIndexed(int64_t n, const std::function<void(int, int
                                     int64_t min_chunk) {
   if (n <= 0) return;
   PinCaller();
-  if (num_threads_ == 1 || n == 1) {
+  min_chunk = std::max<int64_t>(1, min_chunk);
+  if (num_threads_ == 1 || n <= min_chunk) {  // one chunk: run inline, no region
     fn(0, 0, n);
     return;
   }
   task_ = &fn;
   task_size_ = n;
-  min_chunk_ = std::max<int64_t>(1, min_chunk);
+  min_chunk_ = min_chunk;
   next_.store(0, std::memory_order_relaxed);
   pending_.store(num_threads_ - 1, std::memory_order_relaxed);
   {
