@@ -67,11 +67,11 @@ void RopeTable::Apply(float* x, int heads, int32_t position) const {
 }
 
 void PagedAttention::Store(KvCache& cache, int layer, const std::vector<TokenPlacement>& tokens,
-                           const float* k, const float* v) const {
+                           const float* k, const float* v, int64_t begin, int64_t end) const {
   const int bs = cache.shape().block_size;
   const int64_t row = static_cast<int64_t>(shape_.num_kv_heads) * shape_.head_dim;
   const bool bf16 = cache.shape().dtype == DType::kBF16;
-  for (size_t t = 0; t < tokens.size(); ++t) {
+  for (int64_t t = begin; t < end; ++t) {
     const int32_t pos = tokens[t].position;
     const int32_t block = tokens[t].block_table[pos / bs];
     if (bf16) {

@@ -39,9 +39,14 @@ class PagedAttention {
   PagedAttention(ThreadPool* pool, AttentionShape shape) : pool_(pool), shape_(shape) {}
 
   // Writes the tokens' k, v ([T, n_g·h_d], already rotated) into the cache slots of their
-  // positions in `layer`.
+  // positions in `layer`: all of them, or those in [begin, end) (one thread's share of a
+  // prompt; no two tokens of a step share a slot).
   void Store(KvCache& cache, int layer, const std::vector<TokenPlacement>& tokens, const float* k,
-             const float* v) const;
+             const float* v) const {
+    Store(cache, layer, tokens, k, v, 0, static_cast<int64_t>(tokens.size()));
+  }
+  void Store(KvCache& cache, int layer, const std::vector<TokenPlacement>& tokens, const float* k, const float* v,
+             int64_t begin, int64_t end) const;
 
   // out[t] = softmax(q[t]·Kᵀ/√h_d) V over positions [0, position_t] of token t's sequence.
   // q and out are [T, n_h·h_d]. Store must have run for every token of the step first.

@@ -6,6 +6,7 @@
 
 #include "engine/kernels/cpu/matmul.h"
 #include "engine/kernels/cpu/panel_layout.h"
+#include "engine/kernels/cpu/row_ranges.h"
 
 namespace moeserve {
 namespace {
@@ -138,11 +139,13 @@ void ExpertExecutor::Run(const ExpertBank& bank, const float* m, int64_t num_tok
 
   if (bank.NeedsMean()) {
     token_mean_.resize(num_tokens);
-    for (int64_t t = 0; t < num_tokens; ++t) token_mean_[t] = Dot(bank.mean_vector.data(), m + t * H, H);
+    ForRowRanges(pool_, num_tokens, H, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) token_mean_[t] = Dot(bank.mean_vector.data(), m + t * H, H);
+    });
   }
   hidden_.resize(entries * d);
   thread_buffers_.resize(pool_->num_threads());
-  if (UpInPanels(bank)) up_input_.Prepare(bank.up.dtype, m, H, num_tokens, H);
+  if (UpInPanels(bank)) up_input_.Prepare(bank.up.dtype, m, H, num_tokens, H, pool_);
 
   // Up (and gate) projections with the activation: work split by expert (the pool hands out
   // chunks of experts as threads come free, which evens out their different token counts).
@@ -158,7 +161,7 @@ void ExpertExecutor::Run(const ExpertBank& bank, const float* m, int64_t num_tok
   // Down slices packed in panels: the activations are prepared once per layer, then each
   // active expert's rows meet all its tokens (expert-major, DownPanels).
   const bool panels = bank.down.panels;
-  if (panels) down_input_.Prepare(bank.down.dtype, hidden_.data(), d, static_cast<int64_t>(entries), d);
+  if (panels) down_input_.Prepare(bank.down.dtype, hidden_.data(), d, static_cast<int64_t>(entries), d, pool_);
   const bool int8 = bank.down.dtype == DType::kI8;
   segment_base_.resize(entries);
   segment_vec_.resize(entries);
@@ -173,7 +176,9 @@ void ExpertExecutor::Run(const ExpertBank& bank, const float* m, int64_t num_tok
   const bool bf16x = !panels && UsesBf16Activations(bank.down.dtype);
   if (bf16x) {
     hidden_bf16_.resize(hidden_.size());
-    RoundToBf16(hidden_.data(), static_cast<int64_t>(hidden_.size()), hidden_bf16_.data());
+    ForRowRanges(pool_, static_cast<int64_t>(entries), d, [&](int64_t e0, int64_t e1) {
+      RoundToBf16(&hidden_[e0 * d], (e1 - e0) * d, &hidden_bf16_[e0 * d]);
+    });
     segment_vec_bf16_.resize(entries);
     for (size_t i = 0; i < entries; ++i) {
       segment_vec_bf16_[i] = &hidden_bf16_[static_cast<size_t>(groups_.slot_of_entry[i]) * d];
@@ -232,7 +237,7 @@ void ExpertExecutor::Run(const ExpertBank& bank, const float* m, int64_t num_tok
     }
   };
   const bool then_panels = then != nullptr && then->w->panels;
-  if (then_panels) then_input_.Prepare(then->w->dtype, then->x, then->x_stride, num_tokens, then->w->cols);
+  if (then_panels) then_input_.Prepare(then->w->dtype, then->x, then->x_stride, num_tokens, then->w->cols, pool_);
   // Panel slices (ours or the `then` job's) are split between threads in whole panels.
   const int64_t unit = panels || then_panels ? cpu::kPanelRows : 1;
   const int64_t units = (H + unit - 1) / unit;

@@ -1,10 +1,10 @@
 // Matrices packed in panels (panel_layout.h) and the panel kernels: the packing keeps every
 // value; bf16 results match float64 on the bf16-rounded activations and int8 results match the
 // exact integer sum of the quantised activations; a token's bits do not depend on the batch,
-// the row range or the parallel region it is computed in. Skipped where the active kernel set
-// has no panel kernels (then nothing is packed). Every runnable set's bf16 and int8 panel
-// kernels (on an AMX machine both the AVX-512 and the AMX ones) are also called directly over
-// all their tile shapes.
+// the row range or the parallel region it is computed in, nor on preparing the activations
+// across a pool. Skipped where the active kernel set has no panel kernels (then nothing is
+// packed). Every runnable set's bf16 and int8 panel kernels (on an AMX machine both the AVX-512
+// and the AMX ones) are also called directly over all their tile shapes.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -245,6 +245,32 @@ TEST(PanelMatMul, ATokensBitsDoNotDependOnTheBatchTheRowRangeOrTheParallelRegion
     MatMulRows(pb, x.data(), cols, tokens, want_b.data(), 40, 0, 40, false);
     ASSERT_EQ(0, std::memcmp(ya.data(), batched.data(), ya.size() * sizeof(float)));
     for (size_t i = 0; i < yb.size(); ++i) ASSERT_EQ(yb[i], 1.0f + want_b[i]) << i;
+  }
+}
+
+// Activations prepared across a pool (a prompt's tokens split in chunks, row_ranges.h) are the
+// bytes and scales of the same preparation on one thread.
+TEST(PanelMatMul, InputsPreparedAcrossThePoolAreTheSingleThreadBytes) {
+  std::mt19937 rng(15);
+  ThreadPool pool(3);
+  for (DType dtype : kPanelTypes) {
+    if (!UsesPanels(dtype)) GTEST_SKIP() << "no panel kernels in " << MatMulKernelName();
+    const int64_t tokens = 3000, cols = 101, stride = 120;  // several chunks; a partial last group
+    const std::vector<float> x = RandomActivations(tokens, stride, rng);
+    PanelInput one, split;
+    one.Prepare(dtype, x.data(), stride, tokens, cols);
+    const ThreadPool::Stats before = pool.stats();
+    split.Prepare(dtype, x.data(), stride, tokens, cols, &pool);
+    EXPECT_EQ(pool.stats().regions - before.regions, 1);
+    ASSERT_EQ(one.stride(), split.stride());
+    for (int64_t t = 0; t < tokens; ++t) {
+      if (dtype == DType::kBF16) {
+        ASSERT_EQ(0, std::memcmp(one.bf16(t), split.bf16(t), one.stride() * 2)) << "token " << t;
+      } else {
+        ASSERT_EQ(0, std::memcmp(one.u8(t), split.u8(t), one.stride())) << "token " << t;
+        ASSERT_EQ(*one.scales(t), *split.scales(t)) << "token " << t;
+      }
+    }
   }
 }
 

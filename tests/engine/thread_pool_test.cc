@@ -1,5 +1,7 @@
 // The fork/join pool: every index of a parallel loop runs exactly once, on a valid thread
 // index, for loop sizes around the chunking's edges; regions are counted; pinning is harmless.
+// ForRowRanges (row_ranges.h): inline up to one chunk of work, split in whole chunks above.
+#include "engine/kernels/cpu/row_ranges.h"
 #include "engine/kernels/cpu/thread_pool.h"
 
 #include <atomic>
@@ -56,6 +58,38 @@ TEST(ThreadPool, CountsRegionsThatForkAndSplitsWork) {
   // Guided chunks: more than one per thread (the tail is cut finer), far fewer than the units.
   EXPECT_GT(calls.load(), 10 * 2);
   EXPECT_LT(calls.load(), 10 * 100);
+}
+
+TEST(RowRanges, FewRowsRunInlineAndManyAreSplitInChunksOfTheMinimumWork) {
+  ThreadPool pool(2);
+  for (const int64_t row_elements : {64, 768, 5000}) {
+    const int64_t min_rows = (kMinElementsPerChunk + row_elements - 1) / row_elements;
+    for (const int64_t rows : {int64_t{0}, int64_t{1}, min_rows, min_rows + 1, 4 * min_rows + 3}) {
+      const ThreadPool::Stats before = pool.stats();
+      std::vector<std::atomic<int>> hits(static_cast<size_t>(rows));
+      std::atomic<int> ranges{0};
+      std::atomic<bool> short_range{false};
+      ForRowRanges(&pool, rows, row_elements, [&](int64_t begin, int64_t end) {
+        ranges.fetch_add(1);
+        if (end - begin < min_rows && end != rows) short_range = true;
+        for (int64_t i = begin; i < end; ++i) hits[i].fetch_add(1);
+      });
+      for (int64_t i = 0; i < rows; ++i) ASSERT_EQ(hits[i].load(), 1) << rows << " rows, row " << i;
+      EXPECT_FALSE(short_range) << rows << " rows of " << row_elements;
+      // Up to one chunk's work: inline, without a parallel region; more: split.
+      const bool split = rows > min_rows;
+      EXPECT_EQ(pool.stats().regions - before.regions, split ? 1 : 0) << rows << " rows of " << row_elements;
+      EXPECT_EQ(ranges.load() > 1, split) << rows << " rows of " << row_elements;
+    }
+  }
+  // Without a pool: one range over everything.
+  int calls = 0;
+  ForRowRanges(nullptr, 1000, 768, [&](int64_t begin, int64_t end) {
+    ++calls;
+    EXPECT_EQ(begin, 0);
+    EXPECT_EQ(end, 1000);
+  });
+  EXPECT_EQ(calls, 1);
 }
 
 TEST(ThreadPool, PinnedThreadsStillCoverTheLoop) {

@@ -8,6 +8,7 @@
 #include "engine/attention.h"
 #include "engine/backend/cpu/panel_weights.h"
 #include "engine/kernels/cpu/matmul.h"
+#include "engine/kernels/cpu/row_ranges.h"
 #include "engine/kernels/cpu/thread_pool.h"
 #include "engine/logits_rows.h"
 #include "engine/moe/expert_executor.h"
@@ -77,6 +78,8 @@ class CpuForward final : public ForwardBackend {
   void FinishFfn(const FfnWeights& w, int64_t T, float* y);
   // The model's norm (RMSNorm, or LayerNorm with `bias`) of one token's H values.
   void Norm(const float* x, const std::vector<float>& weight, const std::vector<float>& bias, float* y) const;
+  // normed_ rows t < T = Norm of x_ rows t, split across the pool for prompts and large batches.
+  void NormRows(const std::vector<float>& weight, const std::vector<float>& bias, int64_t T);
 
   const ModelWeights& weights_;
   BackendOptions options_;
@@ -175,21 +178,22 @@ void CpuForward::RunLayer(int layer_index, int64_t T) {
 
   // Attention block.
   auto start = std::chrono::steady_clock::now();
-  for (int64_t t = 0; t < T; ++t) Norm(&x_[t * H], L.input_norm, L.input_norm_bias, &normed_[t * H]);
+  NormRows(L.input_norm, L.input_norm_bias, T);
   const MatMulJob qkv[] = {{&L.q, normed_.data(), H, q_.data(), q_dim},
                            {&L.k, normed_.data(), H, k_.data(), kv_dim},
                            {&L.v, normed_.data(), H, v_.data(), kv_dim}};
   ParallelMatMul(*pool_, qkv, T);
-  AddRowBias(q_.data(), T, q_dim, L.q_bias);
-  AddRowBias(k_.data(), T, kv_dim, L.k_bias);
-  AddRowBias(v_.data(), T, kv_dim, L.v_bias);
-  if (rope_ != nullptr) {
-    for (int64_t t = 0; t < T; ++t) {
+  // Biases, rotation and the cache write, token by token.
+  ForRowRanges(pool_.get(), T, q_dim + 2 * kv_dim, [&](int64_t t0, int64_t t1) {
+    AddRowBias(&q_[t0 * q_dim], t1 - t0, q_dim, L.q_bias);
+    AddRowBias(&k_[t0 * kv_dim], t1 - t0, kv_dim, L.k_bias);
+    AddRowBias(&v_[t0 * kv_dim], t1 - t0, kv_dim, L.v_bias);
+    for (int64_t t = t0; rope_ != nullptr && t < t1; ++t) {
       rope_->Apply(&q_[t * q_dim], static_cast<int>(c.num_heads.value), placement_[t].position);
       rope_->Apply(&k_[t * kv_dim], static_cast<int>(c.num_kv_groups.value), placement_[t].position);
     }
-  }
-  attention_->Store(cache_, layer_index, placement_, k_.data(), v_.data());
+    attention_->Store(cache_, layer_index, placement_, k_.data(), v_.data(), t0, t1);
+  });
   attention_->Attend(cache_, layer_index, placement_, q_.data(), attn_.data());
   const MatMulJob o{&L.o, attn_.data(), q_dim, x_.data(), H, /*accumulate=*/true};
   ParallelMatMul(*pool_, std::span<const MatMulJob>(&o, 1), T);
@@ -203,7 +207,7 @@ void CpuForward::RunLayer(int layer_index, int64_t T) {
   }
 
   // FFN block: residual added in place.
-  for (int64_t t = 0; t < T; ++t) Norm(&x_[t * H], L.post_attention_norm, L.post_attention_norm_bias, &normed_[t * H]);
+  NormRows(L.post_attention_norm, L.post_attention_norm_bias, T);
   if (L.is_moe) {
     RunMoe(layer_index, T);
   } else {
@@ -223,6 +227,13 @@ void CpuForward::Norm(const float* x, const std::vector<float>& weight, const st
   } else {
     RmsNorm(x, weight.data(), c.hidden_size.value, c.norm_epsilon, y);
   }
+}
+
+void CpuForward::NormRows(const std::vector<float>& weight, const std::vector<float>& bias, int64_t T) {
+  const int64_t H = weights_.config.hidden_size.value;
+  ForRowRanges(pool_.get(), T, H, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) Norm(&x_[t * H], weight, bias, &normed_[t * H]);
+  });
 }
 
 void CpuForward::Ffn(const FfnWeights& w, int64_t T, float* y) {
@@ -252,14 +263,19 @@ void CpuForward::FinishFfn(const FfnWeights& w, int64_t T, float* y) {
 
 MatMulJob CpuForward::ActivateFfn(const FfnWeights& w, int64_t T, float* y) {
   const int64_t H = weights_.config.hidden_size.value, F = w.up.rows;
-  if (w.gated()) {  // SwiGLU: silu(gate·m + b_g) ⊙ (up·m + b_u)
-    AddRowBias(ffn_gate_.data(), T, F, w.gate_bias);
-    AddRowBias(ffn_up_.data(), T, F, w.up_bias);
-    for (int64_t i = 0; i < T * F; ++i) ffn_gate_[i] = Silu(ffn_gate_[i]) * ffn_up_[i];
-  } else {  // exact GELU: gelu(up·m + b_u)
-    AddRowBias(ffn_gate_.data(), T, F, w.up_bias);
-    for (int64_t i = 0; i < T * F; ++i) ffn_gate_[i] = Gelu(ffn_gate_[i]);
-  }
+  ForRowRanges(pool_.get(), T, F, [&](int64_t t0, int64_t t1) {
+    float* gate = &ffn_gate_[t0 * F];
+    const int64_t n = (t1 - t0) * F;
+    if (w.gated()) {  // SwiGLU: silu(gate·m + b_g) ⊙ (up·m + b_u)
+      float* up = &ffn_up_[t0 * F];
+      AddRowBias(gate, t1 - t0, F, w.gate_bias);
+      AddRowBias(up, t1 - t0, F, w.up_bias);
+      for (int64_t i = 0; i < n; ++i) gate[i] = Silu(gate[i]) * up[i];
+    } else {  // exact GELU: gelu(up·m + b_u)
+      AddRowBias(gate, t1 - t0, F, w.up_bias);
+      for (int64_t i = 0; i < n; ++i) gate[i] = Gelu(gate[i]);
+    }
+  });
   out_->weight_bytes_read += w.gate.Bytes() + w.up.Bytes() + w.down.Bytes();
   return MatMulJob{&w.down, ffn_gate_.data(), F, y, H, /*accumulate=*/true};
 }

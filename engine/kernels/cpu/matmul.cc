@@ -314,7 +314,7 @@ namespace {
 class PreparedMatMul {
  public:
   static constexpr size_t kMaxJobs = 8;
-  void Prepare(std::span<const MatMulJob> jobs, int64_t num_tokens);
+  void Prepare(std::span<const MatMulJob> jobs, int64_t num_tokens, ThreadPool& pool);
   // Rows [r0, r1) of job i, for every token.
   void RunRows(size_t i, int64_t r0, int64_t r1) const;
 
@@ -325,7 +325,7 @@ class PreparedMatMul {
   const PanelInput* prepared_[kMaxJobs] = {};
 };
 
-void PreparedMatMul::Prepare(std::span<const MatMulJob> jobs, int64_t num_tokens) {
+void PreparedMatMul::Prepare(std::span<const MatMulJob> jobs, int64_t num_tokens, ThreadPool& pool) {
   jobs_ = jobs;
   num_tokens_ = num_tokens;
   for (size_t i = 0; i < jobs.size() && i < kMaxJobs; ++i) {
@@ -339,7 +339,7 @@ void PreparedMatMul::Prepare(std::span<const MatMulJob> jobs, int64_t num_tokens
       }
     }
     if (prepared_[i] == nullptr) {
-      inputs_[i].Prepare(j.w->dtype, j.x, j.x_stride, num_tokens, j.w->cols);
+      inputs_[i].Prepare(j.w->dtype, j.x, j.x_stride, num_tokens, j.w->cols, &pool);
       prepared_[i] = &inputs_[i];
     }
   }
@@ -362,7 +362,7 @@ void ParallelMatMul(ThreadPool& pool, std::span<const MatMulJob> jobs, int64_t n
   thread_local PreparedMatMul per_caller;
   PreparedMatMul& prepared = per_caller;  // the caller's, also on the workers (a thread_local named
                                           // in the lambda would be each worker's own)
-  prepared.Prepare(jobs, num_tokens);
+  prepared.Prepare(jobs, num_tokens, pool);
   // Work is handed out in units of the jobs laid end to end: whole panels (16 rows) for one
   // token, whose rows stream from memory whatever the tile; whole tiles of kMaxPanels panels for
   // batches, where a range ending inside a tile would leave a thread 1–3-panel tiles, which load

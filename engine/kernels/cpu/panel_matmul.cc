@@ -5,31 +5,37 @@
 
 #include "engine/kernels/cpu/matmul.h"
 #include "engine/kernels/cpu/panel_layout.h"
+#include "engine/kernels/cpu/row_ranges.h"
 
 namespace moeserve {
 
-void PanelInput::Prepare(DType dtype, const float* x, int64_t x_stride, int64_t num_tokens, int64_t cols) {
+void PanelInput::Prepare(DType dtype, const float* x, int64_t x_stride, int64_t num_tokens, int64_t cols,
+                         ThreadPool* pool) {
   const int64_t group = cpu::PanelGroup(dtype);
   dtype_ = dtype;
   stride_ = cpu::PanelGroups(cols, group) * group;
   const size_t need = static_cast<size_t>(num_tokens * stride_);
   if (dtype == DType::kBF16) {
     if (bf16_.size() < need) bf16_.resize(need);
-    for (int64_t t = 0; t < num_tokens; ++t) {
-      uint16_t* out = bf16_.data() + t * stride_;
-      RoundToBf16(x + t * x_stride, cols, out);
-      std::fill(out + cols, out + stride_, uint16_t{0});
-    }
+    ForRowRanges(pool, num_tokens, stride_, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) {
+        uint16_t* out = bf16_.data() + t * stride_;
+        RoundToBf16(x + t * x_stride, cols, out);
+        std::fill(out + cols, out + stride_, uint16_t{0});
+      }
+    });
     return;
   }
   if (u8_.size() < need) u8_.resize(need);
   if (scales_.size() < static_cast<size_t>(num_tokens)) scales_.resize(num_tokens);
   const cpu::QuantizeU8Fn quantize = ActiveKernels().panels.quantize_u8;
-  for (int64_t t = 0; t < num_tokens; ++t) {
-    uint8_t* out = u8_.data() + t * stride_;
-    scales_[t] = quantize(x + t * x_stride, cols, out);
-    std::fill(out + cols, out + stride_, uint8_t{128});  // q = 0: meets zero weights
-  }
+  ForRowRanges(pool, num_tokens, stride_, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      uint8_t* out = u8_.data() + t * stride_;
+      scales_[t] = quantize(x + t * x_stride, cols, out);
+      std::fill(out + cols, out + stride_, uint8_t{128});  // q = 0: meets zero weights
+    }
+  });
 }
 
 void PanelInput::Gather(const PanelInput& from, const int32_t* tokens, int64_t n) {

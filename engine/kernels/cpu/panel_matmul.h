@@ -11,13 +11,17 @@
 
 namespace moeserve {
 
+class ThreadPool;
+
 // Token rows in the form a panel kernel takes, zero-padded to whole groups: bf16 bits, or
 // unsigned bytes q + 128 with one scale per token (symmetric int8, scale = max|x| / 127).
 // Buffers grow to the largest batch and are reused.
 class PanelInput {
  public:
-  // Prepares x[t * x_stride .. + cols] for t < num_tokens, for panel weights of `dtype`.
-  void Prepare(DType dtype, const float* x, int64_t x_stride, int64_t num_tokens, int64_t cols);
+  // Prepares x[t * x_stride .. + cols] for t < num_tokens, for panel weights of `dtype`; with
+  // a pool, the tokens of a prompt or a large batch are split across it (row_ranges.h).
+  void Prepare(DType dtype, const float* x, int64_t x_stride, int64_t num_tokens, int64_t cols,
+               ThreadPool* pool = nullptr);
   // Row i becomes `from`'s prepared row tokens[i], for i < n (the same bits as preparing it).
   void Gather(const PanelInput& from, const int32_t* tokens, int64_t n);
 
