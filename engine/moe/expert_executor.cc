@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "engine/kernels/cpu/matmul.h"
+#include "engine/kernels/cpu/f64_sums.h"
 #include "engine/kernels/cpu/panel_layout.h"
 #include "engine/kernels/cpu/row_ranges.h"
 
@@ -20,12 +21,6 @@ inline void AddBias(float* v, const float* b, int64_t n) {
   for (int64_t j = 0; j < n; ++j) v[j] += b[j];
 }
 
-inline float Dot(const float* a, const float* b, int64_t n) {
-  double s = 0;
-  for (int64_t i = 0; i < n; ++i) s += double{a[i]} * b[i];
-  return static_cast<float>(s);
-}
-
 // Applies the expert activation to one token's block in place: v holds the activation input
 // (gate if gated, else up) and becomes act(v) ⊙ u (gated) or act(v). Then scales by weight.
 void Activate(const ExpertBank& bank, float mean, float* v, const float* u, float weight) {
@@ -34,11 +29,8 @@ void Activate(const ExpertBank& bank, float mean, float* v, const float* u, floa
     case ExpertAct::kNormSilu:
     case ExpertAct::kNormSiluNoMean: {
       const float shift = bank.act == ExpertAct::kNormSilu ? mean : 0.0f;
-      double sq = 0;
-      for (int64_t j = 0; j < d; ++j) {
-        v[j] -= shift;
-        sq += double{v[j]} * v[j];
-      }
+      for (int64_t j = 0; j < d; ++j) v[j] -= shift;
+      const double sq = SumSquaresF64(v, d);
       const float inv = static_cast<float>(1.0 / std::sqrt(sq / d + bank.epsilon));
       for (int64_t j = 0; j < d; ++j) v[j] = Silu(v[j] * inv * bank.act_norm_weight[j]);
       break;
@@ -140,7 +132,7 @@ void ExpertExecutor::Run(const ExpertBank& bank, const float* m, int64_t num_tok
   if (bank.NeedsMean()) {
     token_mean_.resize(num_tokens);
     ForRowRanges(pool_, num_tokens, H, [&](int64_t t0, int64_t t1) {
-      for (int64_t t = t0; t < t1; ++t) token_mean_[t] = Dot(bank.mean_vector.data(), m + t * H, H);
+      for (int64_t t = t0; t < t1; ++t) token_mean_[t] = static_cast<float>(DotF64(bank.mean_vector.data(), m + t * H, H));
     });
   }
   hidden_.resize(entries * d);

@@ -7,6 +7,7 @@
 
 #include "engine/attention.h"
 #include "engine/backend/cpu/panel_weights.h"
+#include "engine/kernels/cpu/f64_sums.h"
 #include "engine/kernels/cpu/matmul.h"
 #include "engine/kernels/cpu/row_ranges.h"
 #include "engine/kernels/cpu/thread_pool.h"
@@ -19,19 +20,15 @@ namespace {
 
 // y = x / sqrt(mean(x²) + eps) ⊙ w, statistics in double for stability.
 void RmsNorm(const float* x, const float* w, int64_t n, float eps, float* y) {
-  double sq = 0;
-  for (int64_t i = 0; i < n; ++i) sq += double{x[i]} * x[i];
+  const double sq = SumSquaresF64(x, n);
   const float inv = static_cast<float>(1.0 / std::sqrt(sq / n + eps));
   for (int64_t i = 0; i < n; ++i) y[i] = x[i] * inv * w[i];
 }
 
 // y = (x − μ) / sqrt(mean((x − μ)²) + eps) ⊙ w + b (biased variance), statistics in double.
 void LayerNorm(const float* x, const float* w, const float* b, int64_t n, float eps, float* y) {
-  double sum = 0;
-  for (int64_t i = 0; i < n; ++i) sum += x[i];
-  const double mean = sum / n;
-  double sq = 0;
-  for (int64_t i = 0; i < n; ++i) sq += (x[i] - mean) * (x[i] - mean);
+  const double mean = SumF64(x, n) / n;
+  const double sq = SumSquaredDeviationsF64(x, n, mean);
   const double inv = 1.0 / std::sqrt(sq / n + eps);
   for (int64_t i = 0; i < n; ++i) y[i] = static_cast<float>((x[i] - mean) * inv) * w[i] + b[i];
 }
