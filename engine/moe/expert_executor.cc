@@ -12,8 +12,6 @@
 namespace moeserve {
 namespace {
 
-inline float Silu(float x) { return x / (1.0f + std::exp(-x)); }
-
 // Exact erf GELU (not the tanh approximation).
 inline float Gelu(float x) { return 0.5f * x * (1.0f + std::erf(x * 0.70710678118654752f)); }
 
@@ -23,6 +21,7 @@ inline void AddBias(float* v, const float* b, int64_t n) {
 
 // Applies the expert activation to one token's block in place: v holds the activation input
 // (gate if gated, else up) and becomes act(v) ⊙ u (gated) or act(v). Then scales by weight.
+// SiLU goes through the kernel set's vectorised one (kernels.h), for every variant.
 void Activate(const ExpertBank& bank, float mean, float* v, const float* u, float weight) {
   const int64_t d = bank.width;
   switch (bank.act) {
@@ -32,14 +31,16 @@ void Activate(const ExpertBank& bank, float mean, float* v, const float* u, floa
       for (int64_t j = 0; j < d; ++j) v[j] -= shift;
       const double sq = SumSquaresF64(v, d);
       const float inv = static_cast<float>(1.0 / std::sqrt(sq / d + bank.epsilon));
-      for (int64_t j = 0; j < d; ++j) v[j] = Silu(v[j] * inv * bank.act_norm_weight[j]);
+      for (int64_t j = 0; j < d; ++j) v[j] = v[j] * inv * bank.act_norm_weight[j];
+      ActiveKernels().silu(v, d);
       break;
     }
     case ExpertAct::kNormSiluNorms:
-      for (int64_t j = 0; j < d; ++j) v[j] = Silu(v[j] - mean);
+      for (int64_t j = 0; j < d; ++j) v[j] -= mean;
+      ActiveKernels().silu(v, d);
       break;
     case ExpertAct::kSilu:
-      for (int64_t j = 0; j < d; ++j) v[j] = Silu(v[j]);
+      ActiveKernels().silu(v, d);
       break;
     case ExpertAct::kGelu:
       for (int64_t j = 0; j < d; ++j) v[j] = Gelu(v[j]);

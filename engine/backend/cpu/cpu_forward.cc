@@ -33,8 +33,6 @@ void LayerNorm(const float* x, const float* w, const float* b, int64_t n, float 
   for (int64_t i = 0; i < n; ++i) y[i] = static_cast<float>((x[i] - mean) * inv) * w[i] + b[i];
 }
 
-inline float Silu(float x) { return x / (1.0f + std::exp(-x)); }
-
 // Exact erf GELU (not the tanh approximation).
 inline float Gelu(float x) { return 0.5f * x * (1.0f + std::erf(x * 0.70710678118654752f)); }
 
@@ -267,7 +265,8 @@ MatMulJob CpuForward::ActivateFfn(const FfnWeights& w, int64_t T, float* y) {
       float* up = &ffn_up_[t0 * F];
       AddRowBias(gate, t1 - t0, F, w.gate_bias);
       AddRowBias(up, t1 - t0, F, w.up_bias);
-      for (int64_t i = 0; i < n; ++i) gate[i] = Silu(gate[i]) * up[i];
+      ActiveKernels().silu(gate, n);
+      for (int64_t i = 0; i < n; ++i) gate[i] *= up[i];
     } else {  // exact GELU: gelu(up·m + b_u)
       AddRowBias(gate, t1 - t0, F, w.up_bias);
       for (int64_t i = 0; i < n; ++i) gate[i] = Gelu(gate[i]);

@@ -321,6 +321,24 @@ inline void SoftmaxRow(float* s, int64_t n, float scale) {
   for (int64_t i = nv; i < n; ++i) s[i] *= inv;
 }
 
+// x·σ(x) of 16 lanes from e = e^−|x|, which never overflows: x / (1 + e) for x >= 0 and
+// x·e / (1 + e) below (→ x and → −0 far out).
+inline F32x16 Silu16(F32x16 x) {
+  const I32x16 negative = x < 0.0f;
+  const F32x16 e = ExpNonPositive(negative ? x : -x);
+  return (negative ? x * e : x) / (1.0f + e);
+}
+
+inline void SiluRow(float* v, int64_t n) {
+  constexpr int L = kSoftmaxLanes;
+  int64_t i = 0;
+  for (; i + L <= n; i += L) StoreF32x16(v + i, Silu16(LoadF32x16(v + i)));
+  if (i < n) {
+    const F32x16 tail = Silu16(LoadF32x16Tail(v + i, n - i, 0.0f));
+    for (int64_t j = i; j < n; ++j) v[j] = tail[j - i];
+  }
+}
+
 template <class Isa, template <int> class NR>
 constexpr KernelSet MakeKernelSet(const char* name) {
   return KernelSet{
@@ -334,6 +352,7 @@ constexpr KernelSet MakeKernelSet(const char* name) {
       {&WeightedRowsMulti<Isa, float>, &WeightedRowsMulti<Isa, Bf16>, &WeightedRowsMulti<Isa, F16>,
        &WeightedRowsMulti<Isa, int8_t>},
       &SoftmaxRow,
+      &SiluRow,
       {},
       {},
   };

@@ -57,6 +57,10 @@ using WeightedRowsMultiFn = void (*)(const void* v, int64_t ld, const float* con
 // value, exactly 1 at the maximum), Σ in fp64. A row's result depends only on its own n values.
 using SoftmaxFn = void (*)(float* s, int64_t n, float scale);
 
+// SiLU in place, v[i] = v[i]·σ(v[i]) for i < n, from the softmax's polynomial exp (within a
+// few ulp). An element's result depends only on its value.
+using SiluFn = void (*)(float* v, int64_t n);
+
 // Block and one-row kernels as above, for bf16 weights and bf16 activations (raw bits).
 using Bf16DotBlockFn = void (*)(const void* w, int64_t ld, int64_t n, const uint16_t* const* xs, int nt, float* out);
 using Bf16DotRowFn = void (*)(const void* w, int64_t n, const uint16_t* const* xs, int nt, float* out);
@@ -135,6 +139,7 @@ struct KernelSet {
   WeightedRowsFn weighted_rows[kNumWeightKinds];
   WeightedRowsMultiFn weighted_rows_multi[kNumWeightKinds];
   SoftmaxFn softmax;
+  SiluFn silu;
   Bf16ActivationKernels bf16x;  // used for bf16 weights where present
   PanelKernels panels;          // used for weights packed in panels where present
 };
