@@ -1,18 +1,21 @@
 // The routed MoE layer gives a token the same bits alone and inside a batch whose tokens share
 // experts (grouped up-projections, row-tiled down projection per token or expert-major,
-// threads splitting the work).
+// threads splitting the work), also with the up (and gate) rows packed in panels.
 #include "engine/moe/expert_executor.h"
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
 #include <random>
 #include <vector>
 
+#include "engine/kernels/cpu/panel_pack.h"
 #include "engine/kernels/cpu/thread_pool.h"
 #include "engine/dtype.h"
 #include "engine/moe/expert_bank.h"
 #include "engine/moe/routing.h"
+#include "tests/engine/test_matrix.h"
 
 namespace moeserve {
 namespace {
@@ -119,6 +122,65 @@ TEST(ExpertExecutorTest, TokenAloneAndInABatchGiveTheSameBits) {
           }
         }
       }
+    }
+  }
+}
+
+// Up (and gate) rows packed in panels, as the engine packs them: an expert's one token reads
+// the layer's prepared input in place, several a gathered copy; a token gets the same bits in
+// steps of 1, 2 and 4 tokens as in one of 12, gated (with up and gate biases) or NormSiLU,
+// bf16 or int8.
+TEST(ExpertExecutorTest, PanelUpRowsGiveATokenTheSameBitsInStepsOfAnySize) {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  ThreadPool pool(3);
+  constexpr int64_t kWidth = 48;  // three panels per expert
+  for (DType dtype : {DType::kBF16, DType::kI8}) {
+    if (!UsesPanels(dtype)) continue;
+    for (bool gated : {false, true}) {
+      const TestMatrix up = MakeMatrix(dtype, kExperts * kWidth, kHidden, rng);
+      const TestMatrix gate = MakeMatrix(dtype, kExperts * kWidth, kHidden, rng);
+      std::vector<float> down(kHidden * kExperts * kWidth);
+      for (float& v : down) v = normal(rng) * 0.3f;
+      PanelStorage up_panels, gate_panels;
+      ExpertBank bank;
+      bank.num_experts = kExperts;
+      bank.width = kWidth;
+      bank.hidden = kHidden;
+      bank.up = PackPanels(up.View(), up_panels);
+      bank.down = WeightMatrix{DType::kF32, kHidden, kExperts * kWidth, kExperts * kWidth, down.data(), nullptr};
+      if (gated) {
+        bank.gate = PackPanels(gate.View(), gate_panels);
+        bank.act = ExpertAct::kSilu;
+        bank.up_bias.resize(kExperts * kWidth);
+        bank.gate_bias.resize(kExperts * kWidth);
+        for (float& v : bank.up_bias) v = normal(rng);
+        for (float& v : bank.gate_bias) v = normal(rng);
+      } else {
+        bank.act = ExpertAct::kNormSilu;
+        bank.act_norm_weight.assign(kWidth, 0.9f);
+        bank.mean_vector.resize(kHidden);
+        for (float& v : bank.mean_vector) v = normal(rng) * 0.1f;
+      }
+      constexpr int kTokens = 12;
+      std::vector<int> all(kTokens);
+      for (int t = 0; t < kTokens; ++t) all[t] = t;
+      std::vector<float> m(kTokens * kHidden), batched(kTokens * kHidden, 0.0f);
+      for (float& v : m) v = normal(rng);
+      ExpertExecutor executor(&pool);
+      executor.Run(bank, m.data(), kTokens, RouteTokens(all), batched.data());
+      // Steps of 1, 2 and 4 tokens over the same tokens.
+      for (int step : {1, 2, 4}) {
+        std::vector<float> stepped(kTokens * kHidden, 0.0f);
+        for (int t0 = 0; t0 < kTokens; t0 += step) {
+          std::vector<int> tokens;
+          for (int t = t0; t < t0 + step; ++t) tokens.push_back(t);
+          executor.Run(bank, &m[t0 * kHidden], step, RouteTokens(tokens), &stepped[t0 * kHidden]);
+        }
+        EXPECT_EQ(std::memcmp(stepped.data(), batched.data(), batched.size() * sizeof(float)), 0)
+            << DTypeName(dtype) << (gated ? " gated" : " NormSiLU") << ", steps of " << step;
+      }
+      EXPECT_NE(std::count(batched.begin(), batched.end(), 0.0f), static_cast<long>(batched.size()));
     }
   }
 }
