@@ -12,16 +12,13 @@
 namespace moeserve {
 namespace {
 
-// Exact erf GELU (not the tanh approximation).
-inline float Gelu(float x) { return 0.5f * x * (1.0f + std::erf(x * 0.70710678118654752f)); }
-
 inline void AddBias(float* v, const float* b, int64_t n) {
   for (int64_t j = 0; j < n; ++j) v[j] += b[j];
 }
 
 // Applies the expert activation to one token's block in place: v holds the activation input
 // (gate if gated, else up) and becomes act(v) ⊙ u (gated) or act(v). Then scales by weight.
-// SiLU goes through the kernel set's vectorised one (kernels.h), for every variant.
+// SiLU and GELU go through the kernel set's vectorised ones (kernels.h).
 void Activate(const ExpertBank& bank, float mean, float* v, const float* u, float weight) {
   const int64_t d = bank.width;
   switch (bank.act) {
@@ -43,7 +40,7 @@ void Activate(const ExpertBank& bank, float mean, float* v, const float* u, floa
       ActiveKernels().silu(v, d);
       break;
     case ExpertAct::kGelu:
-      for (int64_t j = 0; j < d; ++j) v[j] = Gelu(v[j]);
+      ActiveKernels().gelu(v, d);
       break;
   }
   if (u != nullptr) {

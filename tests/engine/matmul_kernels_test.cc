@@ -326,6 +326,34 @@ TEST(MatMulKernels, SiluMatchesFloat64) {
   }
 }
 
+// The exact-erf GELU against float64 x·erfc(−x/√2)/2: relative error within a few fp32 ulp
+// (growing with x² far below zero, where the result is tiny) over the range activations take
+// and every tail length; 0 at 0, x far above, → −0 far below.
+TEST(MatMulKernels, GeluMatchesFloat64) {
+  std::mt19937 rng(33);
+  std::normal_distribution<float> normal(0.0f, 3.0f);
+  for (const cpu::KernelSet* set : RunnableKernelSets()) {
+    for (int64_t n : {1, 15, 16, 17, 64, 4000}) {
+      std::vector<float> v(n);
+      for (float& x : v) x = normal(rng);
+      if (n > 4) v[0] = 0.0f, v[1] = 30.0f, v[2] = -30.0f, v[3] = 1e-20f;
+      std::vector<float> got = v;
+      set->gelu(got.data(), n);
+      for (int64_t i = 0; i < n; ++i) {
+        const double x = v[i], want = 0.5 * x * std::erfc(-x / std::sqrt(2.0));
+        // Plus the fp32 rounding of z² in the exponent, which moves erfc by about z²·2^-24.
+        ASSERT_NEAR(got[i], want, (1e-6 + 1.5e-7 * x * x) * std::fabs(want) + 1e-37)
+            << set->name << " n=" << n << " x=" << x;
+      }
+      if (n > 4) {
+        EXPECT_EQ(got[0], 0.0f) << set->name;
+        EXPECT_EQ(got[1], 30.0f) << set->name;
+        EXPECT_EQ(got[2], -0.0f) << set->name;
+      }
+    }
+  }
+}
+
 TEST(MatMulKernels, TokenResultDoesNotDependOnTheBatch) {
   std::mt19937 rng(11);
   std::normal_distribution<float> normal(0.0f, 1.0f);

@@ -33,8 +33,6 @@ void LayerNorm(const float* x, const float* w, const float* b, int64_t n, float 
   for (int64_t i = 0; i < n; ++i) y[i] = static_cast<float>((x[i] - mean) * inv) * w[i] + b[i];
 }
 
-// Exact erf GELU (not the tanh approximation).
-inline float Gelu(float x) { return 0.5f * x * (1.0f + std::erf(x * 0.70710678118654752f)); }
 
 // rows[t, :] += bias for t < T (rows of `stride` floats); nothing when bias is empty.
 void AddRowBias(float* rows, int64_t T, int64_t stride, const std::vector<float>& bias) {
@@ -269,7 +267,7 @@ MatMulJob CpuForward::ActivateFfn(const FfnWeights& w, int64_t T, float* y) {
       for (int64_t i = 0; i < n; ++i) gate[i] *= up[i];
     } else {  // exact GELU: gelu(up·m + b_u)
       AddRowBias(gate, t1 - t0, F, w.up_bias);
-      for (int64_t i = 0; i < n; ++i) gate[i] = Gelu(gate[i]);
+      ActiveKernels().gelu(gate, n);
     }
   });
   out_->weight_bytes_read += w.gate.Bytes() + w.up.Bytes() + w.down.Bytes();

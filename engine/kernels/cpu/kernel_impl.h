@@ -339,6 +339,38 @@ inline void SiluRow(float* v, int64_t n) {
   }
 }
 
+// The exact-erf GELU, x·Φ(x) = x·erfc(−x/√2)/2, of 16 lanes. erfc(z) for z = |x|/√2 comes
+// from t·e^(P(t) − z²), t = 1/(1 + z/2), P a fitted degree-9 polynomial whose relative error
+// stays below 1.2e-7 for every z (the classic Chebyshev fit for erfc); the exponent is <= 0,
+// so ExpNonPositive serves. Then x·erfc/2 below zero and x − x·erfc/2 above, neither of which
+// cancels.
+inline F32x16 Gelu16(F32x16 x) {
+  const I32x16 negative = x < 0.0f;
+  const F32x16 z = (negative ? -x : x) * 0.707106781186547524f;
+  const F32x16 t = 1.0f / (1.0f + 0.5f * z);
+  F32x16 p = t * 0.17087277f - 0.82215223f;
+  p = p * t + 1.48851587f;
+  p = p * t - 1.13520398f;
+  p = p * t + 0.27886807f;
+  p = p * t - 0.18628806f;
+  p = p * t + 0.09678418f;
+  p = p * t + 0.37409196f;
+  p = p * t + 1.00002368f;
+  p = p * t - 1.26551223f;
+  const F32x16 half_erfc = 0.5f * t * ExpNonPositive(p - z * z);
+  return negative ? x * half_erfc : x - x * half_erfc;
+}
+
+inline void GeluRow(float* v, int64_t n) {
+  constexpr int L = kSoftmaxLanes;
+  int64_t i = 0;
+  for (; i + L <= n; i += L) StoreF32x16(v + i, Gelu16(LoadF32x16(v + i)));
+  if (i < n) {
+    const F32x16 tail = Gelu16(LoadF32x16Tail(v + i, n - i, 0.0f));
+    for (int64_t j = i; j < n; ++j) v[j] = tail[j - i];
+  }
+}
+
 template <class Isa, template <int> class NR>
 constexpr KernelSet MakeKernelSet(const char* name) {
   return KernelSet{
@@ -353,6 +385,7 @@ constexpr KernelSet MakeKernelSet(const char* name) {
        &WeightedRowsMulti<Isa, int8_t>},
       &SoftmaxRow,
       &SiluRow,
+      &GeluRow,
       {},
       {},
   };

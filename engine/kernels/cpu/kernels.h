@@ -60,6 +60,9 @@ using SoftmaxFn = void (*)(float* s, int64_t n, float scale);
 // SiLU in place, v[i] = v[i]·σ(v[i]) for i < n, from the softmax's polynomial exp (within a
 // few ulp). An element's result depends only on its value.
 using SiluFn = void (*)(float* v, int64_t n);
+// The exact-erf GELU in place, v[i] = v[i]·Φ(v[i]) (not the tanh approximation), within a few
+// ulp; an element's result depends only on its value.
+using GeluFn = void (*)(float* v, int64_t n);
 
 // Block and one-row kernels as above, for bf16 weights and bf16 activations (raw bits).
 using Bf16DotBlockFn = void (*)(const void* w, int64_t ld, int64_t n, const uint16_t* const* xs, int nt, float* out);
@@ -140,6 +143,7 @@ struct KernelSet {
   WeightedRowsMultiFn weighted_rows_multi[kNumWeightKinds];
   SoftmaxFn softmax;
   SiluFn silu;
+  GeluFn gelu;
   Bf16ActivationKernels bf16x;  // used for bf16 weights where present
   PanelKernels panels;          // used for weights packed in panels where present
 };
