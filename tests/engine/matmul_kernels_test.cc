@@ -301,56 +301,61 @@ TEST(MatMulKernels, SoftmaxMatchesFloat64) {
   }
 }
 
-// SiLU against float64 x·σ(x): relative error within a few fp32 ulp (the exp's 2 ulp, the sum
-// and the division) over the range activations take, every tail length, and the far ends
-// (x → x above, x → −0 below, 0 at 0).
-TEST(MatMulKernels, SiluMatchesFloat64) {
-  std::mt19937 rng(32);
-  std::normal_distribution<float> normal(0.0f, 8.0f);
-  for (const cpu::KernelSet* set : RunnableKernelSets()) {
-    for (int64_t n : {1, 15, 16, 17, 64, 1000}) {
-      std::vector<float> v(n);
-      for (float& x : v) x = normal(rng);
-      if (n > 4) v[0] = 0.0f, v[1] = 200.0f, v[2] = -200.0f, v[3] = -1e-30f;
-      std::vector<float> got = v;
-      set->silu(got.data(), n);
-      for (int64_t i = 0; i < n; ++i) {
-        const double x = v[i], want = x / (1.0 + std::exp(-x));
-        ASSERT_NEAR(got[i], want, 6e-7 * std::fabs(want) + 1e-38) << set->name << " n=" << n << " x=" << x;
-      }
-      if (n > 4) {
-        EXPECT_EQ(got[0], 0.0f) << set->name;
-        EXPECT_EQ(got[1], 200.0f) << set->name;
-      }
-    }
-  }
-}
-
-// The exact-erf GELU against float64 x·erfc(−x/√2)/2: relative error within a few fp32 ulp
-// (growing with x² far below zero, where the result is tiny) over the range activations take
-// and every tail length; 0 at 0, x far above, → −0 far below.
-TEST(MatMulKernels, GeluMatchesFloat64) {
-  std::mt19937 rng(33);
-  std::normal_distribution<float> normal(0.0f, 3.0f);
+// Every runnable set's elementwise activation (`pick` chooses it) on normal(0, sigma) rows of
+// every tail length, with `specials` at the front, against the float64 `want(x)` within
+// `tolerance(x, want)`; returns the specials' results per set, for exact checks.
+template <class Pick, class Want, class Tolerance>
+std::vector<std::vector<float>> ExpectActivationMatches(Pick pick, float sigma, const std::vector<float>& specials,
+                                                        Want want, Tolerance tolerance, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0f, sigma);
+  std::vector<std::vector<float>> special_results;
   for (const cpu::KernelSet* set : RunnableKernelSets()) {
     for (int64_t n : {1, 15, 16, 17, 64, 4000}) {
       std::vector<float> v(n);
       for (float& x : v) x = normal(rng);
-      if (n > 4) v[0] = 0.0f, v[1] = 30.0f, v[2] = -30.0f, v[3] = 1e-20f;
+      const bool with_specials = n >= static_cast<int64_t>(specials.size()) + 1;
+      if (with_specials) std::copy(specials.begin(), specials.end(), v.begin());
       std::vector<float> got = v;
-      set->gelu(got.data(), n);
+      pick(*set)(got.data(), n);
       for (int64_t i = 0; i < n; ++i) {
-        const double x = v[i], want = 0.5 * x * std::erfc(-x / std::sqrt(2.0));
-        // Plus the fp32 rounding of z² in the exponent, which moves erfc by about z²·2^-24.
-        ASSERT_NEAR(got[i], want, (1e-6 + 1.5e-7 * x * x) * std::fabs(want) + 1e-37)
-            << set->name << " n=" << n << " x=" << x;
+        const double w = want(double{v[i]});
+        EXPECT_NEAR(got[i], w, tolerance(double{v[i]}, w)) << set->name << " n=" << n << " x=" << v[i];
       }
-      if (n > 4) {
-        EXPECT_EQ(got[0], 0.0f) << set->name;
-        EXPECT_EQ(got[1], 30.0f) << set->name;
-        EXPECT_EQ(got[2], -0.0f) << set->name;
-      }
+      if (with_specials && n == 17) special_results.emplace_back(got.begin(), got.begin() + specials.size());
     }
+  }
+  return special_results;
+}
+
+// SiLU against float64 x·σ(x): relative error within a few fp32 ulp (the exp's 2 ulp, the sum
+// and the division) over the range activations take, and the far ends (x → x above, x → −0
+// below, 0 at 0).
+TEST(MatMulKernels, SiluMatchesFloat64) {
+  const auto results = ExpectActivationMatches(
+      [](const cpu::KernelSet& k) { return k.silu; }, 8.0f, {0.0f, 200.0f, -200.0f, -1e-30f},
+      [](double x) { return x / (1.0 + std::exp(-x)); },
+      [](double, double want) { return 6e-7 * std::fabs(want) + 1e-38; }, 32);
+  ASSERT_FALSE(results.empty());
+  for (const std::vector<float>& r : results) {
+    EXPECT_EQ(r[0], 0.0f);
+    EXPECT_EQ(r[1], 200.0f);
+  }
+}
+
+// The exact-erf GELU against float64 x·erfc(−x/√2)/2: relative error within a few fp32 ulp,
+// plus the fp32 rounding of z² in the exponent, which moves erfc by about z²·2^-24 far below
+// zero (where the result is tiny); 0 at 0, x far above, −0 far below.
+TEST(MatMulKernels, GeluMatchesFloat64) {
+  const auto results = ExpectActivationMatches(
+      [](const cpu::KernelSet& k) { return k.gelu; }, 3.0f, {0.0f, 30.0f, -30.0f, 1e-20f},
+      [](double x) { return 0.5 * x * std::erfc(-x / std::sqrt(2.0)); },
+      [](double x, double want) { return (1e-6 + 1.5e-7 * x * x) * std::fabs(want) + 1e-37; }, 33);
+  ASSERT_FALSE(results.empty());
+  for (const std::vector<float>& r : results) {
+    EXPECT_EQ(r[0], 0.0f);
+    EXPECT_EQ(r[1], 30.0f);
+    EXPECT_EQ(r[2], -0.0f);
   }
 }
 

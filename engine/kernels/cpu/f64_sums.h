@@ -15,43 +15,41 @@ namespace f64_sums_internal {
 typedef float F32x8 __attribute__((vector_size(32)));
 typedef double F64x8 __attribute__((vector_size(64)));
 
-// (Vectors go by reference: passed or returned by value, 64-byte vectors change the ABI
-// between builds with and without AVX-512.)
-// out = x[0..8) in double.
-inline void Load8(const float* x, F64x8& out) {
-  F32x8 v;
-  std::memcpy(&v, x, sizeof(v));
-  out = __builtin_convertvector(v, F64x8);
-}
-
-// out = x[0..n) for n < 8, zeros after.
-inline void LoadTail(const float* x, int64_t n, F64x8& out) {
+// out = x[0..count) in double (count <= 8), zeros after. (Vectors go by reference: passed or
+// returned by value, 64-byte vectors change the ABI between builds with and without AVX-512.)
+inline void Load(const float* x, int64_t count, F64x8& out) {
   F32x8 v = {};
-  for (int64_t j = 0; j < n; ++j) v[j] = x[j];
+  if (count == 8) {
+    std::memcpy(&v, x, sizeof(v));
+  } else {
+    for (int64_t j = 0; j < count; ++j) v[j] = x[j];
+  }
   out = __builtin_convertvector(v, F64x8);
 }
 
-inline double Total(const F64x8& s) { return ((s[0] + s[4]) + (s[2] + s[6])) + ((s[1] + s[5]) + (s[3] + s[7])); }
+// Σ over the 8-element blocks of [0, n): add(i, count, s) adds block i's terms to the lanes
+// of s (count < 8 only in the last block, whose lanes past count must get nothing); the
+// lanes are then added in one fixed order.
+template <class AddBlock>
+inline double SumBlocks(int64_t n, AddBlock add) {
+  F64x8 s = {};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) add(i, int64_t{8}, s);
+  if (i < n) add(i, n - i, s);
+  return ((s[0] + s[4]) + (s[2] + s[6])) + ((s[1] + s[5]) + (s[3] + s[7]));
+}
 
 }  // namespace f64_sums_internal
 
 // Σ a[i]·b[i].
 inline double DotF64(const float* a, const float* b, int64_t n) {
   using namespace f64_sums_internal;
-  F64x8 s = {};
-  int64_t i = 0;
-  F64x8 x, y;
-  for (; i + 8 <= n; i += 8) {
-    Load8(a + i, x);
-    Load8(b + i, y);
+  return SumBlocks(n, [&](int64_t i, int64_t count, F64x8& s) {
+    F64x8 x, y;
+    Load(a + i, count, x);
+    Load(b + i, count, y);
     s += x * y;
-  }
-  if (i < n) {
-    LoadTail(a + i, n - i, x);
-    LoadTail(b + i, n - i, y);
-    s += x * y;
-  }
-  return Total(s);
+  });
 }
 
 // Σ x[i]².
@@ -60,38 +58,23 @@ inline double SumSquaresF64(const float* x, int64_t n) { return DotF64(x, x, n);
 // Σ x[i].
 inline double SumF64(const float* x, int64_t n) {
   using namespace f64_sums_internal;
-  F64x8 s = {};
-  int64_t i = 0;
-  F64x8 v;
-  for (; i + 8 <= n; i += 8) {
-    Load8(x + i, v);
+  return SumBlocks(n, [&](int64_t i, int64_t count, F64x8& s) {
+    F64x8 v;
+    Load(x + i, count, v);
     s += v;
-  }
-  if (i < n) {
-    LoadTail(x + i, n - i, v);
-    s += v;
-  }
-  return Total(s);
+  });
 }
 
 // Σ (x[i] − mean)².
 inline double SumSquaredDeviationsF64(const float* x, int64_t n, double mean) {
   using namespace f64_sums_internal;
-  F64x8 s = {};
-  int64_t i = 0;
-  F64x8 d;
-  for (; i + 8 <= n; i += 8) {
-    Load8(x + i, d);
+  return SumBlocks(n, [&](int64_t i, int64_t count, F64x8& s) {
+    F64x8 d;
+    Load(x + i, count, d);
     d -= mean;
+    for (int64_t j = count; j < 8; ++j) d[j] = 0.0;
     s += d * d;
-  }
-  if (i < n) {
-    LoadTail(x + i, n - i, d);
-    d -= mean;
-    for (int64_t j = n - i; j < 8; ++j) d[j] = 0.0;
-    s += d * d;
-  }
-  return Total(s);
+  });
 }
 
 }  // namespace moeserve

@@ -321,6 +321,18 @@ inline void SoftmaxRow(float* s, int64_t n, float scale) {
   for (int64_t i = nv; i < n; ++i) s[i] *= inv;
 }
 
+// op over v[0..n) in place, 16 lanes at a time, the tail as one vector padded with zeros.
+template <class Op>
+inline void MapRow(float* v, int64_t n, Op op) {
+  constexpr int L = kSoftmaxLanes;
+  int64_t i = 0;
+  for (; i + L <= n; i += L) StoreF32x16(v + i, op(LoadF32x16(v + i)));
+  if (i < n) {
+    const F32x16 tail = op(LoadF32x16Tail(v + i, n - i, 0.0f));
+    for (int64_t j = i; j < n; ++j) v[j] = tail[j - i];
+  }
+}
+
 // x·σ(x) of 16 lanes from e = e^−|x|, which never overflows: x / (1 + e) for x >= 0 and
 // x·e / (1 + e) below (→ x and → −0 far out).
 inline F32x16 Silu16(F32x16 x) {
@@ -329,15 +341,7 @@ inline F32x16 Silu16(F32x16 x) {
   return (negative ? x * e : x) / (1.0f + e);
 }
 
-inline void SiluRow(float* v, int64_t n) {
-  constexpr int L = kSoftmaxLanes;
-  int64_t i = 0;
-  for (; i + L <= n; i += L) StoreF32x16(v + i, Silu16(LoadF32x16(v + i)));
-  if (i < n) {
-    const F32x16 tail = Silu16(LoadF32x16Tail(v + i, n - i, 0.0f));
-    for (int64_t j = i; j < n; ++j) v[j] = tail[j - i];
-  }
-}
+inline void SiluRow(float* v, int64_t n) { MapRow(v, n, Silu16); }
 
 // The exact-erf GELU, x·Φ(x) = x·erfc(−x/√2)/2, of 16 lanes. erfc(z) for z = |x|/√2 comes
 // from t·e^(P(t) − z²), t = 1/(1 + z/2), P a fitted degree-9 polynomial whose relative error
@@ -361,15 +365,7 @@ inline F32x16 Gelu16(F32x16 x) {
   return negative ? x * half_erfc : x - x * half_erfc;
 }
 
-inline void GeluRow(float* v, int64_t n) {
-  constexpr int L = kSoftmaxLanes;
-  int64_t i = 0;
-  for (; i + L <= n; i += L) StoreF32x16(v + i, Gelu16(LoadF32x16(v + i)));
-  if (i < n) {
-    const F32x16 tail = Gelu16(LoadF32x16Tail(v + i, n - i, 0.0f));
-    for (int64_t j = i; j < n; ++j) v[j] = tail[j - i];
-  }
-}
+inline void GeluRow(float* v, int64_t n) { MapRow(v, n, Gelu16); }
 
 template <class Isa, template <int> class NR>
 constexpr KernelSet MakeKernelSet(const char* name) {
