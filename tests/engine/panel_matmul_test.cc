@@ -109,7 +109,8 @@ std::span<T> Aligned64(std::vector<T>& storage, size_t n) {
 }
 
 // Each runnable set's bf16 panel kernel, called directly: every panel count, token counts up
-// to the set's largest, group counts with and without a partial last step of 16 (AMX's), and
+// to the set's largest (AMX: one tile, several, several and a partial one), group counts with
+// and without a partial last step of 16 and over several of AMX's chunks of steps, and
 // activation rows further apart than the groups. Results match float64; a token computed
 // alone has the bits it has in the full tile.
 TEST(PanelKernels, EverySetsBf16KernelMatchesFloat64AndKeepsATokensBitsAcrossTiles) {
@@ -120,7 +121,7 @@ TEST(PanelKernels, EverySetsBf16KernelMatchesFloat64AndKeepsATokensBitsAcrossTil
     const cpu::Bf16PanelFn kernel = set->panels.bf16;
     if (kernel == nullptr) continue;
     ++sets_tested;
-    for (int64_t groups : {1, 16, 37, 48}) {
+    for (int64_t groups : {1, 16, 37, 48, 150}) {
       const int64_t panel_bytes = groups * cpu::kPanelGroupBytes;
       const int64_t x_stride = groups * 2 + 6;
       std::vector<uint16_t> storage;
@@ -130,7 +131,8 @@ TEST(PanelKernels, EverySetsBf16KernelMatchesFloat64AndKeepsATokensBitsAcrossTil
       std::vector<uint16_t> x(max_nt * x_stride);
       for (uint16_t& v : x) v = F32ToBf16(normal(rng));
       for (int np = 1; np <= cpu::kMaxPanels; ++np) {
-        for (int nt : {1, 3, max_nt}) {
+        for (int nt : {1, 3, 16, 40, max_nt}) {
+          if (nt > max_nt) continue;
           alignas(64) float out[cpu::kMaxAmxPanelTokens * cpu::kMaxPanelRows];
           kernel(w.data(), panel_bytes, np, groups, x.data(), x_stride, nt, out);
           for (int t = 0; t < nt; ++t) {
@@ -172,7 +174,7 @@ TEST(PanelKernels, EverySetsInt8KernelGivesTheExactSumsScaled) {
     const cpu::I8PanelFn kernel = set->panels.i8;
     if (kernel == nullptr) continue;
     ++sets_tested;
-    for (int64_t groups : {1, 16, 37, 48}) {
+    for (int64_t groups : {1, 16, 37, 48, 150}) {
       const int64_t panel_bytes = groups * cpu::kPanelGroupBytes, cols = 4 * groups;
       const int64_t x_stride = cols + 12;
       std::vector<int8_t> storage;
@@ -192,7 +194,7 @@ TEST(PanelKernels, EverySetsInt8KernelGivesTheExactSumsScaled) {
       std::vector<float> x_scales(max_nt);
       for (float& v : x_scales) v = scale(rng);
       for (int np = 1; np <= cpu::kMaxPanels; ++np) {
-        for (int nt : {1, 2, 7, max_nt}) {
+        for (int nt : {1, 2, 7, 16, 40, max_nt}) {
           if (nt > max_nt) continue;
           alignas(64) float out[cpu::kMaxAmxPanelTokens * cpu::kMaxPanelRows];
           kernel(w.data(), panel_bytes, np, groups, x.data(), x_stride, nt,

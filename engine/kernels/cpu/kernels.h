@@ -28,7 +28,7 @@ constexpr int64_t kPanelRows = 16;
 constexpr int64_t kPanelGroupBytes = 64;  // one group of a whole panel: one zmm load
 constexpr int kMaxPanels = 4;
 constexpr int kMaxPanelTokens = 6;
-constexpr int kMaxAmxPanelTokens = 16;  // the AMX panel kernels' (one tile's rows)
+constexpr int kMaxAmxPanelTokens = 64;  // the AMX panel kernels' (four tiles of 16 rows)
 constexpr int64_t kMaxPanelRows = kMaxPanels * kPanelRows;
 
 // out[r * nt + t] = dot(W[r, :n], xs[t][:n]) for r < rows_per_call(nt), t < nt (1..kMaxTokens).

@@ -6,7 +6,10 @@
 // vdpbf16ps does one token; its fp32 sums round differently from vdpbf16ps's, so a kernel set
 // takes AMX for every bf16 panel call or for none (a token's bits then still do not depend on
 // the batch: each element of C accumulates its own row of A against its own column of B, step
-// by step in ascending order, whatever else the tile holds).
+// by step in ascending order, whatever else the tile holds). A call of up to 64 tokens runs
+// them as tiles of 16 (and one smaller), the steps in chunks that every tile meets in turn, so
+// a chunk of weights comes from L2 once per call rather than once per tile; the partial sums
+// wait in memory, exactly.
 //
 // AMX state is per thread: each thread loads the tile configuration for the shape it needs
 // (tokens in the tile, groups in the last step) and keeps it while the shape repeats. Entered
@@ -21,6 +24,7 @@
 #endif
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "engine/kernels/cpu/i8_panel_epilogue.h"
@@ -32,6 +36,7 @@ namespace {
 // bytes), B in 5 and 6 taking turns (16 groups × 64 bytes); where the groups are not a multiple
 // of 16, the last step's A in 7 and its B in 6 (then B takes only tile 5 before it).
 constexpr int kStepGroups = 16;
+constexpr int kTileTokens = 16;  // tokens in one A or C tile (its rows)
 
 struct alignas(64) TileConfig {
   uint8_t palette = 0;
@@ -81,26 +86,37 @@ inline void PrefetchStep(const unsigned char* b) {
     _tile_dpbf16ps(c, a, b);      \
   }
 
-// Tiles 0..NP-1 = Σ over the groups of the tokens' rows at x (a_stride bytes apart) times
-// panels 0..NP-1, left in the tile registers.
+// Tiles 0..NP-1 = (the partial sums at `init`, or 0) + Σ over steps [s0, s1) (and the last,
+// partial step of groups % 16 if `with_tail`) of the tokens' rows at x (a_stride bytes apart)
+// times panels 0..NP-1, left in the tile registers. Partial sums reloaded from memory are the
+// exact fp32 (or int32) values stored, so a sum split in step ranges has the bits of one pass.
+// `prefetch`: fetch the B rows kPrefetchSteps ahead (the first tile to meet them does).
 template <bool kInt8, int NP>
 void Accumulate(const unsigned char* w, int64_t panel_bytes, int64_t groups, const unsigned char* x,
-                int64_t a_stride) {
+                int64_t a_stride, int64_t s0, int64_t s1, bool with_tail, const unsigned char* init, bool prefetch) {
   const int64_t steps = groups / kStepGroups, tail = groups % kStepGroups;
   constexpr int64_t step_bytes = kStepGroups * kPanelGroupBytes;
-  if constexpr (NP > 0) _tile_zero(0);
-  if constexpr (NP > 1) _tile_zero(1);
-  if constexpr (NP > 2) _tile_zero(2);
-  if constexpr (NP > 3) _tile_zero(3);
-  // One panel's step: B into tile kB, then C[p] += A · B.
-#define MOESERVE_AMX_STEP(p, kB)                                                   \
-  if constexpr (NP > (p)) {                                                        \
-    const unsigned char* b = w + (p) * panel_bytes + s * step_bytes;               \
-    if (s + kPrefetchSteps < steps) PrefetchStep(b + kPrefetchSteps * step_bytes); \
-    _tile_loadd(kB, b, kPanelGroupBytes);                                          \
-    MOESERVE_AMX_DOT(p, 4, kB)                                                     \
+  constexpr int64_t c_stride = kMaxPanelRows * 4;
+  if (init != nullptr) {
+    if constexpr (NP > 0) _tile_loadd(0, init + 0 * kPanelGroupBytes, c_stride);
+    if constexpr (NP > 1) _tile_loadd(1, init + 1 * kPanelGroupBytes, c_stride);
+    if constexpr (NP > 2) _tile_loadd(2, init + 2 * kPanelGroupBytes, c_stride);
+    if constexpr (NP > 3) _tile_loadd(3, init + 3 * kPanelGroupBytes, c_stride);
+  } else {
+    if constexpr (NP > 0) _tile_zero(0);
+    if constexpr (NP > 1) _tile_zero(1);
+    if constexpr (NP > 2) _tile_zero(2);
+    if constexpr (NP > 3) _tile_zero(3);
   }
-  for (int64_t s = 0; s < steps; ++s) {
+  // One panel's step: B into tile kB, then C[p] += A · B.
+#define MOESERVE_AMX_STEP(p, kB)                                                               \
+  if constexpr (NP > (p)) {                                                                    \
+    const unsigned char* b = w + (p) * panel_bytes + s * step_bytes;                           \
+    if (prefetch && s + kPrefetchSteps < steps) PrefetchStep(b + kPrefetchSteps * step_bytes); \
+    _tile_loadd(kB, b, kPanelGroupBytes);                                                      \
+    MOESERVE_AMX_DOT(p, 4, kB)                                                                 \
+  }
+  for (int64_t s = s0; s < s1; ++s) {
     _tile_loadd(4, x + s * kPanelGroupBytes, a_stride);
     if (tail == 0) {
       MOESERVE_AMX_STEP(0, 5)
@@ -115,7 +131,7 @@ void Accumulate(const unsigned char* w, int64_t panel_bytes, int64_t groups, con
     }
   }
 #undef MOESERVE_AMX_STEP
-  if (tail > 0) {
+  if (with_tail && tail > 0) {
     const int64_t at = steps * step_bytes;
     _tile_loadd(7, x + steps * kPanelGroupBytes, a_stride);
     if constexpr (NP > 0) { _tile_loadd(6, w + 0 * panel_bytes + at, kPanelGroupBytes); MOESERVE_AMX_DOT(0, 7, 6) }
@@ -138,24 +154,58 @@ void Store(void* out) {
   if constexpr (NP > 3) _tile_stored(3, o + 3 * kPanelGroupBytes, stride);
 }
 
+// Steps of the groups per chunk when a call has several full token tiles: the chunk's B rows
+// (kChunkSteps KiB per panel) are read from L2 once and serve every tile from L1, instead of
+// the whole panels streaming from L2 once per tile of 16 tokens.
+constexpr int64_t kChunkSteps = 4;
+
+// The token tiles of 16 at x and out[tile · 16 · kMaxPanelRows ..] (`tiles` of them, nt = 16
+// configured), or one tile of any nt (tiles = 1): all the groups of panels 0..NP-1.
 template <bool kInt8, int NP>
-void AmxTile(const unsigned char* w, int64_t panel_bytes, int64_t groups, const unsigned char* x, int64_t a_stride,
-             void* out) {
-  Accumulate<kInt8, NP>(w, panel_bytes, groups, x, a_stride);
-  Store<NP>(out);
+void AmxTiles(const unsigned char* w, int64_t panel_bytes, int64_t groups, const unsigned char* x, int64_t a_stride,
+              int tiles, void* out) {
+  const int64_t steps = groups / kStepGroups;
+  auto* o = static_cast<unsigned char*>(out);
+  constexpr int64_t tile_out_bytes = int64_t{kTileTokens} * kMaxPanelRows * 4;
+  if (tiles == 1) {
+    Accumulate<kInt8, NP>(w, panel_bytes, groups, x, a_stride, 0, steps, true, nullptr, true);
+    Store<NP>(o);
+    return;
+  }
+  for (int64_t s0 = 0;; s0 += kChunkSteps) {
+    const int64_t s1 = std::min(steps, s0 + kChunkSteps);
+    const bool last = s1 == steps;
+    for (int tile = 0; tile < tiles; ++tile) {
+      unsigned char* tile_out = o + tile * tile_out_bytes;
+      Accumulate<kInt8, NP>(w, panel_bytes, groups, x + tile * kTileTokens * a_stride, a_stride, s0, s1, last,
+                            s0 > 0 ? tile_out : nullptr, tile == 0);
+      Store<NP>(tile_out);
+    }
+    if (last) return;
+  }
 }
 
 template <bool kInt8>
 void AmxPanels(const void* panels, int64_t panel_bytes, int np, int64_t groups, const unsigned char* x,
                int64_t a_stride, int nt, void* out) {
-  static_assert(kMaxPanels == 4 && kMaxAmxPanelTokens == 16);
-  Configure(nt, static_cast<int>(groups % kStepGroups));
+  static_assert(kMaxPanels == 4 && kMaxAmxPanelTokens % kTileTokens == 0);
   const auto* w = static_cast<const unsigned char*>(panels);
-  switch (np) {
-    case 1: return AmxTile<kInt8, 1>(w, panel_bytes, groups, x, a_stride, out);
-    case 2: return AmxTile<kInt8, 2>(w, panel_bytes, groups, x, a_stride, out);
-    case 3: return AmxTile<kInt8, 3>(w, panel_bytes, groups, x, a_stride, out);
-    default: return AmxTile<kInt8, 4>(w, panel_bytes, groups, x, a_stride, out);
+  const int tail = static_cast<int>(groups % kStepGroups);
+  // Whole tiles of 16 tokens under one configuration, then the rest as one smaller tile.
+  const int tiles = nt / kTileTokens, rest = nt % kTileTokens;
+  const auto run = [&](int tile_tokens, int count, const unsigned char* xt, void* ot) {
+    Configure(tile_tokens, tail);
+    switch (np) {
+      case 1: return AmxTiles<kInt8, 1>(w, panel_bytes, groups, xt, a_stride, count, ot);
+      case 2: return AmxTiles<kInt8, 2>(w, panel_bytes, groups, xt, a_stride, count, ot);
+      case 3: return AmxTiles<kInt8, 3>(w, panel_bytes, groups, xt, a_stride, count, ot);
+      default: return AmxTiles<kInt8, 4>(w, panel_bytes, groups, xt, a_stride, count, ot);
+    }
+  };
+  if (tiles > 0) run(kTileTokens, tiles, x, out);
+  if (rest > 0) {
+    run(rest, 1, x + int64_t{tiles} * kTileTokens * a_stride,
+        static_cast<unsigned char*>(out) + int64_t{tiles} * kTileTokens * kMaxPanelRows * 4);
   }
 }
 
