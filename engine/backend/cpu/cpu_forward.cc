@@ -33,7 +33,6 @@ void LayerNorm(const float* x, const float* w, const float* b, int64_t n, float 
   for (int64_t i = 0; i < n; ++i) y[i] = static_cast<float>((x[i] - mean) * inv) * w[i] + b[i];
 }
 
-
 // rows[t, :] += bias for t < T (rows of `stride` floats); nothing when bias is empty.
 void AddRowBias(float* rows, int64_t T, int64_t stride, const std::vector<float>& bias) {
   if (bias.empty()) return;
