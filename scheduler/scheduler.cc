@@ -150,16 +150,20 @@ void Scheduler::RunOnce() {
       planner_.AfterVerification(*v.seq, v.drafted, v.accepted);
     }
     if (status.ok()) planner_.PublishComputed(plan);
-    // Final events: the last token's event carries the finish reason and the stats.
+    // Final events: the last token's event carries the finish reason and the stats. The step
+    // reaches the observer first, so a client that reads the metrics on its last event finds
+    // that event's tokens counted (the gauges already without the finished sequences).
+    std::vector<std::pair<std::unique_ptr<Sequence>, TokenEvent>> ended;
     for (auto& [id, event] : outcome.finished) {
       std::unique_ptr<Sequence> seq = planner_.Remove(id);
-      if (seq != nullptr) processor_.EndSequence(*seq, std::move(event));
+      if (seq != nullptr) ended.emplace_back(std::move(seq), std::move(event));
     }
     if (observer_) {
       const StepReport report = processor_.Report(plan, outcome, planner_, before,
                                                   std::chrono::duration<double>(Clock::now() - start).count());
       observer_->OnStep(report);
     }
+    for (auto& [seq, event] : ended) processor_.EndSequence(*seq, std::move(event));
   }
   PublishStats();
   if (observer_) observer_->OnState(planner_.num_running(), planner_.num_waiting(), planner_.blocks().usage_ratio());

@@ -69,6 +69,32 @@ TEST(Scheduler, GeneratesTheEngineGreedyContinuationAndCountsMoeActivations) {
   EXPECT_EQ(h.FreeBlocks(), 64);
 }
 
+// A client that reads the metrics when its last event arrives finds every token of the
+// request counted: the step is reported to the observer before the final events go out.
+TEST(Scheduler, TheStepIsReportedBeforeItsFinalEventsGoOut) {
+  struct CountingObserver : SchedulerObserver {
+    void OnStep(const StepReport& report) override { generated += report.generated_tokens; }
+    int64_t generated = 0;
+  } observer;
+  // Records how many tokens the observer had counted when the final event arrived.
+  struct CheckingSink : RequestSink {
+    explicit CheckingSink(const CountingObserver* o) : observer(o) {}
+    void OnEvent(TokenEvent event) override {
+      tokens += static_cast<int64_t>(event.token_ids.size());
+      if (event.finish != FinishReason::kNone) counted_at_finish = observer->generated;
+    }
+    const CountingObserver* observer;
+    int64_t tokens = 0, counted_at_finish = -1;
+  };
+  FakeEngine engine(64);
+  Scheduler scheduler(&engine, nullptr, SchedulerOptions{}, &observer);
+  auto sink = std::make_shared<CheckingSink>(&observer);
+  ASSERT_TRUE(scheduler.Enqueue(Request(10, 3, 4), sink).ok());
+  for (int i = 0; i < 50 && !scheduler.Idle(); ++i) scheduler.RunOnce();
+  ASSERT_EQ(sink->tokens, 4);
+  EXPECT_EQ(sink->counted_at_finish, 4);
+}
+
 TEST(Scheduler, AdmitsByPriorityThenArrival) {
   SchedulerOptions o;
   o.max_running = 1;
