@@ -130,7 +130,9 @@ void ExpertExecutor::Run(const ExpertBank& bank, const float* m, int64_t num_tok
   if (bank.NeedsMean()) {
     token_mean_.resize(num_tokens);
     ForRowRanges(pool_, num_tokens, H, [&](int64_t t0, int64_t t1) {
-      for (int64_t t = t0; t < t1; ++t) token_mean_[t] = static_cast<float>(DotF64(bank.mean_vector.data(), m + t * H, H));
+      for (int64_t t = t0; t < t1; ++t) {
+        token_mean_[t] = static_cast<float>(DotF64(bank.mean_vector.data(), m + t * H, H));
+      }
     });
   }
   hidden_.resize(entries * d);

@@ -37,6 +37,7 @@ namespace {
 // of 16, the last step's A in 7 and its B in 6 (then B takes only tile 5 before it).
 constexpr int kStepGroups = 16;
 constexpr int kTileTokens = 16;  // tokens in one A or C tile (its rows)
+constexpr int64_t kTileOutBytes = int64_t{kTileTokens} * kMaxPanelRows * 4;  // a tile's share of `out`
 
 struct alignas(64) TileConfig {
   uint8_t palette = 0;
@@ -166,7 +167,6 @@ void AmxTiles(const unsigned char* w, int64_t panel_bytes, int64_t groups, const
               int tiles, void* out) {
   const int64_t steps = groups / kStepGroups;
   auto* o = static_cast<unsigned char*>(out);
-  constexpr int64_t tile_out_bytes = int64_t{kTileTokens} * kMaxPanelRows * 4;
   if (tiles == 1) {
     Accumulate<kInt8, NP>(w, panel_bytes, groups, x, a_stride, 0, steps, true, nullptr, true);
     Store<NP>(o);
@@ -176,7 +176,7 @@ void AmxTiles(const unsigned char* w, int64_t panel_bytes, int64_t groups, const
     const int64_t s1 = std::min(steps, s0 + kChunkSteps);
     const bool last = s1 == steps;
     for (int tile = 0; tile < tiles; ++tile) {
-      unsigned char* tile_out = o + tile * tile_out_bytes;
+      unsigned char* tile_out = o + tile * kTileOutBytes;
       Accumulate<kInt8, NP>(w, panel_bytes, groups, x + tile * kTileTokens * a_stride, a_stride, s0, s1, last,
                             s0 > 0 ? tile_out : nullptr, tile == 0);
       Store<NP>(tile_out);
@@ -205,7 +205,7 @@ void AmxPanels(const void* panels, int64_t panel_bytes, int np, int64_t groups, 
   if (tiles > 0) run(kTileTokens, tiles, x, out);
   if (rest > 0) {
     run(rest, 1, x + int64_t{tiles} * kTileTokens * a_stride,
-        static_cast<unsigned char*>(out) + int64_t{tiles} * kTileTokens * kMaxPanelRows * 4);
+        static_cast<unsigned char*>(out) + tiles * kTileOutBytes);
   }
 }
 

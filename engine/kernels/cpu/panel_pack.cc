@@ -12,14 +12,14 @@ WeightMatrix PackPanels(const WeightMatrix& m, PanelStorage& storage) {
   const uintptr_t raw = reinterpret_cast<uintptr_t>(storage.bytes.get());
   unsigned char* out = storage.bytes.get() + (64 - raw % 64) % 64;
   std::memset(out, 0, bytes);  // padding rows and columns are zero
-  // A group (a bf16 pair or an int8 quad) is 4 bytes in both layouts: row r's group k goes to
-  // slot k·16 + r % 16 of its panel (panel_layout.h), whole groups copied at once.
+  // A group (a bf16 pair or an int8 quad) is 4 bytes in both layouts: row r's group k goes
+  // kPanelGroupBytes after its group k - 1 (panel_layout.h), whole groups copied at once.
   constexpr int64_t kGroupBytes = cpu::kPanelGroupBytes / cpu::kPanelRows;
   static_assert(kGroupBytes == 4);
   const int64_t full_groups = m.cols / group, tail_bytes = (m.cols % group) * esize;
   for (int64_t r = 0; r < m.rows; ++r) {
     const unsigned char* row = m.RowPtr(r);
-    unsigned char* dst = out + (r / cpu::kPanelRows) * stride * esize + (r % cpu::kPanelRows) * kGroupBytes;
+    unsigned char* dst = out + cpu::PanelOffset(stride, group, r, 0) * esize;
     for (int64_t k = 0; k < full_groups; ++k) {
       std::memcpy(dst + k * cpu::kPanelGroupBytes, row + k * kGroupBytes, kGroupBytes);
     }

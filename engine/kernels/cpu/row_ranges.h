@@ -27,8 +27,8 @@ inline void ForRowRanges(ThreadPool* pool, int64_t rows, int64_t row_elements,
     if (rows > 0) fn(0, rows);
     return;
   }
-  const int64_t min_rows = (kMinElementsPerChunk + std::max<int64_t>(1, row_elements) - 1) /
-                           std::max<int64_t>(1, row_elements);
+  const int64_t per_row = std::max<int64_t>(1, row_elements);
+  const int64_t min_rows = (kMinElementsPerChunk + per_row - 1) / per_row;
   pool->ParallelFor(rows, fn, min_rows);
 }
 
